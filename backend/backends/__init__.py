@@ -1,0 +1,1 @@
+"""Backends: each turns a model directory + config into a loaded `Model`."""

@@ -1,0 +1,152 @@
+"""ONNX Runtime backend (`platform: "onnxruntime_onnx"` / `backend: "onnxruntime"`). One session
+per instance; thread counts chosen so instances x intra-op threads never exceed the cores."""
+
+import logging
+import os
+import time
+
+import numpy as np
+
+from proto import model_config_pb2 as mc
+
+from .. import config as config_util
+from .. import dtypes
+from ..errors import InvalidArgument
+from ..scheduler import Instance, InstanceModel
+from ..types import InferResponse, Timing
+
+log = logging.getLogger("backend.onnxruntime")
+
+_ORT_TO_WIRE = {
+    "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
+    "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32", "tensor(int64)": "INT64",
+    "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL", "tensor(string)": "BYTES",
+}
+_WIRE_TO_CONFIG = {w: mc.DataType.Value(("TYPE_" + w) if w != "BYTES" else "TYPE_STRING")
+                   for w in _ORT_TO_WIRE.values()}
+
+
+def _providers(kind: int):
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    if kind == mc.ModelInstanceGroup.KIND_GPU:
+        wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+        return wanted + ["CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OrtInstance(Instance):
+    def __init__(self, name, path, config, kind, intra, inter):
+        import onnxruntime as ort
+        self.name = name
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra
+        opts.inter_op_num_threads = inter
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(path, sess_options=opts, providers=_providers(kind))
+        self.batching = config.max_batch_size > 0
+        self.outputs = [o.name for o in config.output]
+        self.model_name = config.name
+
+    def execute(self, requests):
+        t0 = time.monotonic_ns()
+        if self.batching and len(requests) > 1:
+            feeds = {name: np.concatenate([r.inputs[name] for r in requests])
+                     for name in requests[0].inputs}
+        else:
+            feeds = dict(requests[0].inputs) if len(requests) == 1 else None
+        t1 = time.monotonic_ns()
+        if feeds is None:  # no batch dimension: one run per request
+            results = [self.session.run(self.outputs, dict(r.inputs)) for r in requests]
+        else:
+            results = [self.session.run(self.outputs, feeds)]
+        t2 = time.monotonic_ns()
+        responses = []
+        if feeds is not None and len(requests) > 1:
+            offset = 0
+            for r in requests:
+                n = next(iter(r.inputs.values())).shape[0]
+                responses.append(InferResponse(self.model_name, "", r.id, {
+                    name: arr[offset:offset + n] for name, arr in zip(self.outputs, results[0])}))
+                offset += n
+        else:
+            for r, res in zip(requests, results):
+                responses.append(InferResponse(self.model_name, "", r.id, dict(zip(self.outputs, res))))
+        return responses, Timing(0, t1 - t0, t2 - t1, time.monotonic_ns() - t2)
+
+    def close(self):
+        self.session = None
+
+
+def _autocomplete(config, session):
+    """Fill inputs/outputs from the ONNX graph when the config leaves them out (Triton does)."""
+    mbs = config.max_batch_size
+
+    def dims(shape):
+        d = [s if isinstance(s, int) and s > 0 else -1 for s in shape]
+        return d[1:] if mbs > 0 else d
+    if not config.input:
+        for i in session.get_inputs():
+            config.input.add(name=i.name, data_type=_WIRE_TO_CONFIG[_ORT_TO_WIRE[i.type]], dims=dims(i.shape))
+    if not config.output:
+        for o in session.get_outputs():
+            config.output.add(name=o.name, data_type=_WIRE_TO_CONFIG[_ORT_TO_WIRE[o.type]], dims=dims(o.shape))
+
+
+def _check_against_graph(config, session):
+    graph_in = {i.name: i for i in session.get_inputs()}
+    graph_out = {o.name: o for o in session.get_outputs()}
+    for io, graph, what in ((config.input, graph_in, "input"), (config.output, graph_out, "output")):
+        for t in io:
+            g = graph.get(t.name)
+            if g is None:
+                raise InvalidArgument(
+                    f"unexpected {what} '{t.name}' in model configuration of '{config.name}': the ONNX "
+                    f"model has {what}s {sorted(graph)}")
+            want = dtypes.wire_from_config(t.data_type)
+            if _ORT_TO_WIRE.get(g.type) != want:
+                raise InvalidArgument(
+                    f"unexpected datatype {want} for {what} '{t.name}' of '{config.name}': the ONNX "
+                    f"model has {g.type}")
+
+
+def load(config, version: int, model_dir: str, version_dir: str, execution_timeout_s: float = 0):
+    import onnxruntime as ort
+    path = os.path.join(version_dir, config.default_model_filename or "model.onnx")
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.onnx")
+    if not os.path.isfile(path):
+        raise InvalidArgument(f"unable to find '{path}' for model '{config.name}' (build it first; "
+                              f"for the HRNet model: make model)")
+    total = sum(g.count for g in config.instance_group) or 1
+    cores = os.cpu_count() or 1
+    intra = int(config_util.parameter(config, "intra_op_thread_count", 0) or 0) or max(1, cores // total)
+    inter = int(config_util.parameter(config, "inter_op_thread_count", 0) or 0) or 1
+    if intra * total > cores:
+        log.warning("model '%s': %d instances x %d intra-op threads oversubscribe %d cores",
+                    config.name, total, intra, cores)
+    instances = []
+    for group in config.instance_group:
+        for i in range(group.count):
+            instances.append(OrtInstance(f"{group.name}_{i}", path, config, group.kind, intra, inter))
+    session = instances[0].session
+    _autocomplete(config, session)
+    _check_against_graph(config, session)
+    for inst in instances:
+        inst.outputs = [o.name for o in config.output]
+    meta = session.get_modelmeta().custom_metadata_map
+    for key, value in meta.items():
+        if key not in config.parameters:
+            config.parameters[key].string_value = value
+    weights = meta.get("weights")
+    if weights == "random-init":
+        log.warning("!" * 78)
+        log.warning("model '%s' runs RANDOM weights (random-init): its outputs are meaningless. "
+                    "Export the real checkpoint with: make model CHECKPOINT=path.pth", config.name)
+        log.warning("!" * 78)
+    elif weights:
+        log.info("model '%s' weights: %s %s", config.name, weights, meta.get("weights_sha256", ""))
+    _ = ort
+    return InstanceModel(config, version, model_dir, instances, execution_timeout_s)

@@ -1,0 +1,228 @@
+"""The gRPC face of the core: `inference.GRPCInferenceService`, one thin method per RPC.
+Errors become gRPC statuses in one place (`_rpc`)."""
+
+import asyncio
+import functools
+import logging
+
+import grpc
+
+from proto import grpc_service_pb2 as pb
+from proto import grpc_service_pb2_grpc as pb_grpc
+
+from .core import InferenceCore
+from .errors import ServerError, Unavailable, Unsupported
+
+log = logging.getLogger("backend.grpc")
+
+# API groups of --grpc-restricted-protocol (Triton's names) per RPC.
+GROUPS = {
+    "ServerLive": "health", "ServerReady": "health", "ModelReady": "health",
+    "ServerMetadata": "metadata", "ModelMetadata": "metadata", "ModelConfig": "model-config",
+    "ModelInfer": "inference", "ModelStreamInfer": "inference",
+    "ModelStatistics": "statistics",
+    "RepositoryIndex": "model-repository", "RepositoryModelLoad": "model-repository",
+    "RepositoryModelUnload": "model-repository",
+    "SystemSharedMemoryStatus": "shared-memory", "SystemSharedMemoryRegister": "shared-memory",
+    "SystemSharedMemoryUnregister": "shared-memory", "CudaSharedMemoryStatus": "shared-memory",
+    "CudaSharedMemoryRegister": "shared-memory", "CudaSharedMemoryUnregister": "shared-memory",
+    "TraceSetting": "trace", "LogSettings": "logging",
+}
+
+
+class Restrictions:
+    """--grpc-restricted-protocol=<groups>:<key>=<value>: those groups need that header."""
+
+    def __init__(self, specs=()):
+        self.required = {}
+        for spec in specs:
+            groups, _, header = spec.partition(":")
+            key, _, value = header.partition("=")
+            if not groups or not key:
+                raise ValueError(f"invalid --grpc-restricted-protocol '{spec}': expected "
+                                 f"<api list>:<key>=<value>")
+            for g in groups.split(","):
+                if g.strip() not in set(GROUPS.values()):
+                    raise ValueError(f"invalid --grpc-restricted-protocol '{spec}': unknown API '{g}'")
+                self.required[g.strip()] = (key.lower(), value)
+
+    def check(self, rpc: str, context):
+        need = self.required.get(GROUPS[rpc])
+        if need is None:
+            return
+        md = dict(context.invocation_metadata() or ())
+        if md.get(need[0]) != need[1]:
+            raise Unavailable(f"This protocol is restricted, expecting header '{need[0]}'")
+
+
+def _rpc(fn):
+    """Run a handler: check restrictions, map ServerError to its status, never leak UNKNOWN."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def wrapper(self, request, context):
+        try:
+            self.restrictions.check(name, context)
+            return await fn(self, request, context)
+        except ServerError as e:
+            await context.abort(e.grpc_code, e.message)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as e:
+            log.exception("%s failed", name)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}: {type(e).__name__}: {e}")
+    return wrapper
+
+
+class Servicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, core: InferenceCore, restrictions: Restrictions | None = None):
+        self.core = core
+        self.restrictions = restrictions or Restrictions()
+
+    @_rpc
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=self.core.live)
+
+    @_rpc
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.core.server_ready())
+
+    @_rpc
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=self.core.model_ready(request.name, request.version))
+
+    @_rpc
+    async def ServerMetadata(self, request, context):
+        return self.core.server_metadata()
+
+    @_rpc
+    async def ModelMetadata(self, request, context):
+        return self.core.model_metadata(request.name, request.version)
+
+    @_rpc
+    async def ModelConfig(self, request, context):
+        return self.core.model_config(request.name, request.version)
+
+    @_rpc
+    async def ModelStatistics(self, request, context):
+        return self.core.statistics(request.name, request.version)
+
+    @_rpc
+    async def ModelInfer(self, request, context):
+        return await self.core.infer_grpc(request, context.cancelled)
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        try:
+            self.restrictions.check("ModelStreamInfer", context)
+        except ServerError as e:
+            await context.abort(e.grpc_code, e.message)
+        out = asyncio.Queue()
+        pending = set()
+
+        async def one(req):
+            try:
+                resp = await self.core.infer_grpc(req, context.cancelled)
+                await out.put(pb.ModelStreamInferResponse(infer_response=resp))
+            except ServerError as e:
+                await out.put(pb.ModelStreamInferResponse(
+                    error_message=e.message,
+                    infer_response=pb.ModelInferResponse(id=req.id, model_name=req.model_name,
+                                                         model_version=req.model_version)))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.exception("stream request failed")
+                await out.put(pb.ModelStreamInferResponse(
+                    error_message=f"internal error: {type(e).__name__}: {e}",
+                    infer_response=pb.ModelInferResponse(id=req.id)))
+
+        async def reader():
+            async for req in request_iterator:
+                task = asyncio.ensure_future(one(req))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.gather(*list(pending), return_exceptions=True)
+            await out.put(None)
+
+        read_task = asyncio.ensure_future(reader())
+        try:
+            while True:
+                item = await out.get()
+                if item is None:
+                    break
+                yield item
+        finally:
+            read_task.cancel()
+            for t in list(pending):
+                t.cancel()
+
+    @_rpc
+    async def RepositoryIndex(self, request, context):
+        resp = pb.RepositoryIndexResponse()
+        if request.repository_name:
+            raise Unsupported("the server has one repository: 'repository_name' must be empty")
+        for name, version, state, reason in self.core.repository.index(request.ready):
+            resp.models.add(name=name, version=version, state=state, reason=reason)
+        return resp
+
+    @_rpc
+    async def RepositoryModelLoad(self, request, context):
+        if request.repository_name:
+            raise Unsupported("the server has one repository: 'repository_name' must be empty")
+        params = {k: getattr(v, v.WhichOneof("parameter_choice")) if v.WhichOneof("parameter_choice")
+                  else None for k, v in request.parameters.items()}
+        await self.core.load(request.model_name, params)
+        return pb.RepositoryModelLoadResponse()
+
+    @_rpc
+    async def RepositoryModelUnload(self, request, context):
+        if request.repository_name:
+            raise Unsupported("the server has one repository: 'repository_name' must be empty")
+        params = {k: getattr(v, v.WhichOneof("parameter_choice")) if v.WhichOneof("parameter_choice")
+                  else None for k, v in request.parameters.items()}
+        await self.core.unload(request.model_name, params)
+        return pb.RepositoryModelUnloadResponse()
+
+    @_rpc
+    async def SystemSharedMemoryStatus(self, request, context):
+        resp = pb.SystemSharedMemoryStatusResponse()
+        for r in self.core.shm.status(request.name):
+            resp.regions[r.name].CopyFrom(pb.SystemSharedMemoryStatusResponse.RegionStatus(
+                name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size))
+        return resp
+
+    @_rpc
+    async def SystemSharedMemoryRegister(self, request, context):
+        self.core.shm.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_rpc
+    async def SystemSharedMemoryUnregister(self, request, context):
+        self.core.shm.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @_rpc
+    async def CudaSharedMemoryStatus(self, request, context):
+        if request.name:
+            raise Unsupported("CUDA shared memory is not supported by this server")
+        return pb.CudaSharedMemoryStatusResponse()
+
+    @_rpc
+    async def CudaSharedMemoryRegister(self, request, context):
+        raise Unsupported("CUDA shared memory is not supported by this server (no GPU support)")
+
+    @_rpc
+    async def CudaSharedMemoryUnregister(self, request, context):
+        if request.name:
+            raise Unsupported("CUDA shared memory is not supported by this server")
+        return pb.CudaSharedMemoryUnregisterResponse()  # perf_analyzer clears all regions at start
+
+    @_rpc
+    async def TraceSetting(self, request, context):
+        raise Unsupported("TraceSetting is not supported by this server (no 'trace' extension)")
+
+    @_rpc
+    async def LogSettings(self, request, context):
+        raise Unsupported("LogSettings is not supported by this server (no 'logging' extension)")
+

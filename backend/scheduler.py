@@ -1,0 +1,225 @@
+"""Scheduling requests onto model instances: one execution per free instance (`instance_group`
+count), with Triton's dynamic batcher when the model asks for it (max_batch_size > 0)."""
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .errors import Cancelled, Internal, ServerError, Unavailable
+from .model import Model
+from .types import InferRequest, InferResponse, Timing
+
+log = logging.getLogger("backend.scheduler")
+
+
+class Instance:
+    """One execution context of a model (a Python model object, an ONNX Runtime session...).
+    `execute` runs in the instance's own thread and returns one InferResponse or ServerError per
+    request, in order, plus the Timing of the execution."""
+
+    name = "instance"
+
+    def execute(self, requests: list) -> tuple:
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+class _Pending:
+    __slots__ = ("request", "future", "enqueued", "batch", "deadline")
+
+    def __init__(self, request, future, batch, deadline):
+        self.request, self.future, self.batch, self.deadline = request, future, batch, deadline
+        self.enqueued = time.monotonic_ns()
+
+
+class InstanceModel(Model):
+    """A model served by a pool of instances, with or without dynamic batching."""
+
+    def __init__(self, config, version, model_dir, instances, execution_timeout_s: float = 0):
+        super().__init__(config, version, model_dir)
+        self.instances = instances
+        self.execution_timeout_s = execution_timeout_s
+        self._executors = {id(i): ThreadPoolExecutor(1, thread_name_prefix=i.name) for i in instances}
+        self._free = collections.deque(instances)
+        self._queue = collections.deque()
+        self._wakeup = None
+        self._task = None
+        db = config.dynamic_batching if config.HasField("dynamic_batching") else None
+        self.batching = db is not None and config.max_batch_size > 0
+        self.max_delay_ns = db.max_queue_delay_microseconds * 1000 if db is not None else 0
+        self.preferred = sorted(db.preferred_batch_size) if db is not None else []
+        policy = db.default_queue_policy if db is not None else None
+        self.max_queue_size = policy.max_queue_size if policy is not None else 0
+        self.default_timeout_us = policy.default_timeout_microseconds if policy is not None else 0
+        self.allow_timeout_override = policy.allow_timeout_override if policy is not None else False
+
+    def _start(self):
+        if self._task is None:
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"sched-{self.name}")
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        self._start()
+        if self.max_queue_size and len(self._queue) >= self.max_queue_size:
+            raise Unavailable("Exceeds maximum queue size")
+        timeout_us = self.default_timeout_us
+        if request.timeout_us and (self.allow_timeout_override or not timeout_us):
+            timeout_us = request.timeout_us
+        deadline = time.monotonic_ns() + timeout_us * 1000 if timeout_us else 0
+        future = asyncio.get_running_loop().create_future()
+        pending = _Pending(request, future, request.batch_size(self.max_batch_size), deadline)
+        self._queue.append(pending)
+        self._wakeup.set()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The client went away: a queued request leaves the queue (run() skips it).
+            future.cancel()
+            raise
+
+    def _expire(self, now):
+        """Fail queued requests whose queue timeout passed; drop cancelled ones."""
+        if not any(p.deadline or p.future.done() for p in self._queue):
+            return
+        keep = collections.deque()
+        for p in self._queue:
+            if p.future.done():
+                continue
+            if p.deadline and now >= p.deadline:
+                p.future.set_exception(Unavailable("Request timeout expired"))
+                continue
+            keep.append(p)
+        self._queue = keep
+
+    def _take_batch(self):
+        """Pop the requests of the next execution: one request, or as many as fit in
+        max_batch_size (stopping at the largest preferred size reached)."""
+        first = self._queue.popleft()
+        batch = [first]
+        if not self.batching:
+            return batch
+        size = first.batch
+        while self._queue:
+            nxt = self._queue[0]
+            if nxt.future.done():
+                self._queue.popleft()
+                continue
+            if size + nxt.batch > self.max_batch_size:
+                break
+            batch.append(self._queue.popleft())
+            size += nxt.batch
+        return batch
+
+    def _queued_items(self):
+        return sum(p.batch for p in self._queue if not p.future.done())
+
+    async def _run(self):
+        while True:
+            self._expire(time.monotonic_ns())
+            if not self._queue or not self._free:
+                self._wakeup.clear()
+                timeout = None
+                deadlines = [p.deadline for p in self._queue if p.deadline]
+                if deadlines:
+                    timeout = max(0.0, (min(deadlines) - time.monotonic_ns()) / 1e9)
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            if self.batching and self.max_delay_ns:
+                # Wait (up to the queue delay of the oldest request) for a preferred batch size.
+                target = self.preferred[-1] if self.preferred else self.max_batch_size
+                oldest = self._queue[0].enqueued
+                while self._queued_items() < target:
+                    left = oldest + self.max_delay_ns - time.monotonic_ns()
+                    if left <= 0:
+                        break
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), left / 1e9)
+                    except asyncio.TimeoutError:
+                        break
+                self._expire(time.monotonic_ns())
+                if not self._queue:
+                    continue
+            batch = self._take_batch()
+            batch = [p for p in batch if not p.future.done()]
+            if not batch:
+                continue
+            instance = self._free.popleft()
+            asyncio.get_running_loop().create_task(self._execute(instance, batch))
+
+    async def _execute(self, instance, batch):
+        started = time.monotonic_ns()
+        loop = asyncio.get_running_loop()
+        requests = [p.request for p in batch]
+        work = loop.run_in_executor(self._executors[id(instance)], instance.execute, requests)
+        release = True
+        try:
+            if self.execution_timeout_s:
+                done, _ = await asyncio.wait({work}, timeout=self.execution_timeout_s)
+                if not done:
+                    release = False
+                    # The instance stays busy until its thread returns; only these requests fail.
+                    work.add_done_callback(lambda _f: self._release(instance))
+                    err = Unavailable(
+                        f"model '{self.name}' instance '{instance.name}' did not finish within "
+                        f"{self.execution_timeout_s:g} s (execution timeout)")
+                    for p in batch:
+                        if not p.future.done():
+                            p.future.set_exception(err)
+                    log.error("%s", err.message)
+                    return
+            results, timing = await work
+        except ServerError as e:
+            results, timing = [e] * len(batch), Timing()
+        except Exception as e:  # a backend bug, not the client's fault
+            log.exception("model '%s' instance '%s' failed", self.name, instance.name)
+            results, timing = [Internal(f"model '{self.name}' instance '{instance.name}' failed: {e}")] \
+                * len(batch), Timing()
+        finally:
+            if release:
+                self._release(instance)
+        if len(results) != len(batch):
+            results = [Internal(f"model '{self.name}' returned {len(results)} responses for "
+                                f"{len(batch)} requests")] * len(batch)
+        total = sum(p.batch for p in batch)
+        self.stats.execution_done(total, timing)
+        for p, result in zip(batch, results):
+            if p.future.done():
+                continue
+            if isinstance(result, Exception):
+                p.future.set_exception(result)
+                continue
+            result.timing = Timing(started - p.enqueued, timing.compute_input_ns,
+                                   timing.compute_infer_ns, timing.compute_output_ns)
+            p.future.set_result(result)
+
+    def _release(self, instance):
+        self._free.append(instance)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def close(self):
+        if self._task is not None:
+            self._task.cancel()
+        for p in self._queue:
+            if not p.future.done():
+                p.future.set_exception(Unavailable(f"model '{self.name}' was unloaded"))
+        loop = asyncio.get_running_loop()
+        for inst in self.instances:
+            ex = self._executors[id(inst)]
+            await loop.run_in_executor(None, _close_instance, inst, ex)
+
+
+def _close_instance(instance, executor):
+    executor.shutdown(wait=True)
+    try:
+        instance.close()
+    except Exception:
+        log.exception("closing instance '%s' failed", instance.name)

@@ -1,0 +1,148 @@
+"""`python -m backend.server --model-repository DIR`: the server process, with tritonserver's flags."""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+
+from proto import grpc_service_pb2_grpc as pb_grpc
+
+from .core import InferenceCore
+from .grpc_service import Restrictions, Servicer
+from .repository import Repository
+
+log = logging.getLogger("backend.server")
+MAX_MESSAGE = 2**31 - 1
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m backend.server",
+                                description="Triton-compatible inference server (KServe v2 gRPC).")
+    p.add_argument("--model-repository", required=True, help="model repository folder")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (0 = any free port)")
+    p.add_argument("--http-port", type=int, default=8000, help="accepted; HTTP is not served yet")
+    p.add_argument("--metrics-port", type=int, default=8002, help="accepted; metrics are not served yet")
+    p.add_argument("--allow-http", type=_bool, default=False, nargs="?", const=True)
+    p.add_argument("--allow-metrics", type=_bool, default=False, nargs="?", const=True)
+    p.add_argument("--allow-grpc", type=_bool, default=True, nargs="?", const=True)
+    p.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
+    p.add_argument("--load-model", action="append", default=[], help="model to load at start "
+                   "(explicit mode; repeatable; '*' = all)")
+    p.add_argument("--model-config-name", default="", help="use <model>/configs/<name>.pbtxt where present")
+    p.add_argument("--strict-readiness", type=_bool, default=True, nargs="?", const=True)
+    p.add_argument("--exit-on-error", type=_bool, default=False, nargs="?", const=True,
+                   help="exit if any model fails to load")
+    p.add_argument("--log-verbose", type=int, default=0)
+    p.add_argument("--model-execution-timeout", type=float, default=0, metavar="SECONDS",
+                   help="fail a model execution's requests after this long (0 = no limit)")
+    p.add_argument("--max-inflight-requests", type=int, default=0,
+                   help="refuse requests beyond this many at once (0 = no limit)")
+    p.add_argument("--exit-timeout-secs", type=float, default=30,
+                   help="grace period for requests in flight at SIGTERM")
+    p.add_argument("--grpc-use-ssl", type=_bool, default=False, nargs="?", const=True)
+    p.add_argument("--grpc-use-ssl-mutual", type=_bool, default=False, nargs="?", const=True)
+    p.add_argument("--grpc-server-cert", default="")
+    p.add_argument("--grpc-server-key", default="")
+    p.add_argument("--grpc-root-cert", default="")
+    p.add_argument("--grpc-restricted-protocol", action="append", default=[],
+                   metavar="<api list>:<key>=<value>")
+    args = p.parse_args(argv)
+    if args.model_control_mode == "poll":
+        p.error("--model-control-mode=poll is not supported (use none or explicit)")
+    return args
+
+
+def _bool(v: str) -> bool:
+    if v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if v.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got '{v}'")
+
+
+def _credentials(args):
+    if not (args.grpc_use_ssl or args.grpc_use_ssl_mutual):
+        return None
+
+    def read(path, what):
+        if not path:
+            raise SystemExit(f"--grpc-use-ssl needs {what}")
+        with open(path, "rb") as f:
+            return f.read()
+    key = read(args.grpc_server_key, "--grpc-server-key")
+    cert = read(args.grpc_server_cert, "--grpc-server-cert")
+    root = read(args.grpc_root_cert, "--grpc-root-cert") if (args.grpc_root_cert or args.grpc_use_ssl_mutual) else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=root,
+                                       require_client_auth=args.grpc_use_ssl_mutual)
+
+
+async def serve(args) -> int:
+    repository = Repository(args.model_repository, args.model_config_name, args.model_execution_timeout)
+    core = InferenceCore(repository, explicit_control=args.model_control_mode == "explicit",
+                         strict_readiness=args.strict_readiness, max_inflight=args.max_inflight_requests)
+    try:
+        restrictions = Restrictions(args.grpc_restricted_protocol)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    failed = await core.start(args.load_model)
+    for name, reason in failed:
+        log.error("model '%s' failed to load: %s", name, reason)
+    if failed and args.exit_on_error:
+        log.error("exiting: %d model(s) failed to load (--exit-on-error)", len(failed))
+        await core.close()
+        return 1
+    _log_table(repository)
+
+    server = grpc.aio.server(options=[
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.so_reuseport", 0),
+    ])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(core, restrictions), server)
+    address = f"{args.host}:{args.grpc_port}"
+    creds = _credentials(args)
+    port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    if not port:
+        log.error("could not bind %s", address)
+        return 1
+    await server.start()
+    log.info("Started GRPCInferenceService at %s:%d", args.host, port)
+    if args.allow_http or args.allow_metrics:
+        log.warning("HTTP and metrics endpoints are not served yet (--allow-http/--allow-metrics accepted)")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("Stopping: finishing requests in flight (up to %g s)", args.exit_timeout_secs)
+    core.shutting_down = True
+    await server.stop(args.exit_timeout_secs)
+    await core.close()
+    log.info("Stopped")
+    return 0
+
+
+def _log_table(repository):
+    rows = repository.index()
+    if not rows:
+        log.warning("no models in %s", repository.root)
+    for name, version, state, reason in rows:
+        log.info("model %-24s version %-3s %s%s", name, version or "-", state, f"  ({reason})" if reason else "")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    level = logging.DEBUG if args.log_verbose > 0 else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
+    sys.exit(asyncio.run(serve(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The server's own request/response objects: what the protocol layer decodes into and every
+backend, scheduler and ensemble passes around. Tensors are numpy arrays (views where possible)."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    # System shared memory target: (region name, offset, byte size), or None for raw bytes.
+    shm: Optional[tuple] = None
+
+
+@dataclass
+class InferRequest:
+    model_name: str
+    model_version: str = ""
+    id: str = ""
+    inputs: dict = field(default_factory=dict)          # name -> np.ndarray
+    input_datatypes: dict = field(default_factory=dict)  # name -> wire datatype ("FP32")
+    # None = every output of the model; else only these, in this order.
+    outputs: Optional[list] = None
+    parameters: dict = field(default_factory=dict)
+    timeout_us: int = 0
+    # Set by the protocol layer: called to know whether the client gave up.
+    is_cancelled: Optional[callable] = None
+
+    def batch_size(self, max_batch_size: int) -> int:
+        if max_batch_size <= 0 or not self.inputs:
+            return 1
+        return int(next(iter(self.inputs.values())).shape[0])
+
+    def requested_names(self, all_names):
+        return list(all_names) if self.outputs is None else [o.name for o in self.outputs]
+
+
+@dataclass
+class Timing:
+    """Nanoseconds spent in each phase, for statistics (ensembles sum their steps)."""
+    queue_ns: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+
+    def add(self, other: "Timing"):
+        self.queue_ns += other.queue_ns
+        self.compute_input_ns += other.compute_input_ns
+        self.compute_infer_ns += other.compute_infer_ns
+        self.compute_output_ns += other.compute_output_ns
+
+
+@dataclass
+class InferResponse:
+    model_name: str
+    model_version: str
+    id: str = ""
+    outputs: dict = field(default_factory=dict)          # name -> np.ndarray, in output order
+    parameters: dict = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)

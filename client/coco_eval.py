@@ -1,0 +1,239 @@
+"""COCO keypoint evaluation of the pose server, as mmpose evaluates hrnet_w32_coco_512x512.
+
+    python -m client.coco_eval [--url localhost:8001] [--model hrnet_pose]
+        [--coco-root DIR | --images DIR --annotations FILE] [--concurrency N] [--limit N]
+        [--out results/coco_eval/results.json] [--resume] [--vis-dir DIR]
+
+Without a data argument it evaluates the COCO mini set bundled in the project (4 real val2017
+images). Every finished image is appended to OUT's journal (`*.partial.jsonl`) at once, so a crash
+or Ctrl-C loses nothing: `--resume` redoes only the images without a result. Writes OUT (COCO
+results, the format mmpose writes) and `*.summary.json` (stats, speed, failures).
+
+Exit codes: 0 all images evaluated; 1 some images failed (listed) or bad data arguments;
+2 server unreachable or model not ready; 130 interrupted (rerun with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+from tritonclient.utils import InferenceServerException
+
+from client import coco
+from client.connection import (DEFAULT_URL, EXIT_UNAVAILABLE, ServerUnavailable, connect,
+                               exit_unavailable, is_unavailable, random_weight_models,
+                               random_weights_banner)
+from client.pose import DEFAULT_MODEL, infer_pose
+from client.visualize import draw_poses, side_by_side, write_png
+
+EXIT_FAILED_IMAGES = 1
+EXIT_INTERRUPTED = 130
+DEFAULT_OUT = Path("results/coco_eval/results.json")
+VIS_MIN_SCORE = 0.2
+
+
+def companion(out: Path, suffix: str) -> Path:
+    """results.json -> results<suffix> beside it (journal, summary)."""
+    return out.with_name(out.stem + suffix)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m client.coco_eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=DEFAULT_URL, help="server gRPC address")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--coco-root", type=Path,
+                        help="COCO root: annotations/person_keypoints_val2017.json + val2017/")
+    parser.add_argument("--images", type=Path, help="image folder (with --annotations)")
+    parser.add_argument("--annotations", type=Path, help="keypoint annotation json (with --images)")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N image ids")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results json to write")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the images already finished in OUT's journal")
+    parser.add_argument("--vis-dir", type=Path,
+                        help="save ground truth | prediction pictures of every image here")
+    args = parser.parse_args(argv)
+    if args.coco_root and (args.images or args.annotations):
+        parser.error("give either --coco-root or --images with --annotations")
+    if bool(args.images) != bool(args.annotations):
+        parser.error("--images and --annotations go together")
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    return args
+
+
+def data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    if args.images:
+        return args.annotations, args.images
+    return coco.official_layout(args.coco_root or coco.PROJECT_COCO_ROOT)
+
+
+def run_requests(client, model: str, dataset: coco.CocoImages, todo: list[int], concurrency: int,
+                 journal: coco.ResultsJournal, already_done: int) -> tuple[float, int]:
+    """Sends the images with `concurrency` requests in flight, journaling each as it finishes.
+
+    Returns (wall seconds, images answered). Raises InferenceServerException when the server
+    goes away, KeyboardInterrupt on Ctrl-C; the journal holds everything finished before.
+    """
+    def one(image_id: int):
+        data = dataset.path(image_id).read_bytes()
+        start = time.perf_counter()
+        keypoints, scores = infer_pose(client, model, data)
+        return time.perf_counter() - start, coco.person_results(image_id, keypoints, scores)
+
+    total = already_done + len(todo)
+    answered = failed = 0
+    bar = tqdm(total=total, initial=already_done, unit="img", desc="coco_eval",
+               dynamic_ncols=True, file=sys.stderr)
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    queue = iter(todo)
+    running: dict = {}
+    start = time.perf_counter()
+    try:
+        # Submit only as many as may be in flight, so Ctrl-C leaves little to cancel.
+        for image_id in queue:
+            running[pool.submit(one, image_id)] = image_id
+            if len(running) == concurrency:
+                break
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                image_id = running.pop(future)
+                try:
+                    latency, results = future.result()
+                except InferenceServerException as err:
+                    if is_unavailable(err):
+                        raise
+                    journal.record_failure(image_id, str(err))
+                    failed += 1
+                except (OSError, ValueError) as err:  # unreadable file, malformed response
+                    journal.record_failure(image_id, f"{type(err).__name__}: {err}")
+                    failed += 1
+                else:
+                    journal.record(image_id, results, latency)
+                    answered += 1
+                bar.update(1)
+                bar.set_postfix(failed=failed, refresh=False)
+                next_id = next(queue, None)
+                if next_id is not None:
+                    running[pool.submit(one, next_id)] = next_id
+    finally:
+        for future in running:
+            future.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+    return time.perf_counter() - start, answered
+
+
+def save_pictures(dataset: coco.CocoImages, done: dict[int, list[dict]], image_ids: list[int],
+                  vis_dir: Path) -> None:
+    for image_id in tqdm(image_ids, unit="img", desc="pictures", file=sys.stderr):
+        image = cv2.imread(str(dataset.path(image_id)), cv2.IMREAD_COLOR)
+        truth = coco.ground_truth_keypoints(dataset.annotations[image_id])
+        keypoints, scores = coco.results_to_arrays(done[image_id])
+        picture = side_by_side([
+            (f"ground truth: {len(truth)} people", draw_poses(image, truth, None, min_score=1)),
+            (f"prediction: {len(scores)} people",
+             draw_poses(image, keypoints, scores, VIS_MIN_SCORE)),
+        ])
+        write_png(vis_dir / f"{dataset.path(image_id).stem}.png", picture)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    annotation_file, image_dir = data_paths(args)
+    try:
+        dataset = coco.load_images(annotation_file, image_dir)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"error: cannot use the COCO data at {annotation_file}, {image_dir}: {err}",
+              file=sys.stderr)
+        return 1
+    image_ids = dataset.ids[:args.limit] if args.limit else dataset.ids
+
+    try:
+        client = connect(args.url, args.model)
+        random_models = random_weight_models(client, args.model)
+    except ServerUnavailable as err:
+        exit_unavailable(err)
+    except InferenceServerException as err:
+        exit_unavailable(ServerUnavailable(
+            f"cannot read the config of '{args.model}' at {args.url}: {err.message()}"))
+    if random_models:
+        print(random_weights_banner(random_models), file=sys.stderr)
+
+    journal_path = companion(args.out, ".partial.jsonl")
+    earlier = coco.ResultsJournal.read(journal_path) if args.resume else coco.JournalState()
+    todo = [i for i in image_ids if i not in earlier.done]
+    if args.resume:
+        print(f"resuming from {journal_path}: {len(image_ids) - len(todo)} of {len(image_ids)} "
+              f"images already done", file=sys.stderr)
+
+    wall_s, answered = 0.0, 0
+    with coco.ResultsJournal(journal_path, resume=args.resume) as journal:
+        try:
+            wall_s, answered = run_requests(client, args.model, dataset, todo, args.concurrency,
+                                            journal, len(image_ids) - len(todo))
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: finished images are kept in {journal_path}; "
+                  f"rerun with --resume to continue", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except InferenceServerException as err:
+            print(f"error: lost the server at {args.url} (model '{args.model}'): {err.message()}\n"
+                  f"finished images are kept in {journal_path}; rerun with --resume",
+                  file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        finally:
+            client.close()
+
+    state = coco.ResultsJournal.read(journal_path)
+    evaluated = [i for i in image_ids if i in state.done]
+    failures = [{"image_id": i, "file": str(dataset.path(i)), "error": state.failed[i]}
+                for i in image_ids if i not in state.done and i in state.failed]
+    results = coco.collect_results(state.done, evaluated)
+    coco.write_json(args.out, results)
+    stats = coco.evaluate(dataset.annotation_file, results, evaluated)
+    latency = coco.latency_summary_ms([state.latency_s[i] for i in evaluated])
+    speed = answered / wall_s if wall_s > 0 else 0.0
+
+    print(f"\nCOCO keypoints, {len(evaluated)} of {len(image_ids)} images of "
+          f"{dataset.annotation_file}, {len(results)} people, model '{args.model}' at {args.url}")
+    print(coco.format_table(stats))
+    if random_models:
+        print(random_weights_banner(random_models))
+    print(f"speed: {speed:.2f} images/s ({answered} images in {wall_s:.1f} s this run, "
+          f"concurrency {args.concurrency})")
+    if latency:
+        print("latency ms (all evaluated images): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in latency.items()))
+    print(f"wrote {args.out} and {companion(args.out, '.summary.json')}")
+
+    coco.write_json(companion(args.out, ".summary.json"), {
+        "model": args.model, "url": args.url,
+        "annotation_file": str(dataset.annotation_file), "image_dir": str(dataset.image_dir),
+        "images": len(image_ids), "evaluated_images": len(evaluated), "people": len(results),
+        "stats": stats, "reference": coco.REFERENCE,
+        "random_weight_models": random_models, "ap_meaningless": bool(random_models),
+        "images_per_s": speed, "images_this_run": answered, "wall_s": wall_s,
+        "concurrency": args.concurrency, "latency_ms": latency, "failures": failures,
+    })
+
+    if args.vis_dir:
+        save_pictures(dataset, state.done, evaluated, args.vis_dir)
+        print(f"pictures of {len(evaluated)} images in {args.vis_dir}")
+    if failures:
+        print(f"\n{len(failures)} image(s) failed:", file=sys.stderr)
+        for f in failures:
+            print(f"  {f['image_id']} {f['file']}: {f['error']}", file=sys.stderr)
+        return EXIT_FAILED_IMAGES
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""HRNet-W32 associative-embedding pose pipeline: network, export, preprocessing, grouping."""

@@ -1,0 +1,167 @@
+"""Weights for `hrnet.net`: strict loading of the mmpose checkpoint, or seeded random init.
+
+Checkpoints are read with `torch.load(weights_only=True)`: a .pth file is a pickle, and the
+restricted unpickler only rebuilds tensors and plain containers, so a tampered file cannot run
+code at load time. mmcv checkpoints (`{'meta': ..., 'state_dict': ...}`) keep strings and
+numbers in `meta`, possibly numpy scalars (e.g. an eval hook's best score), so numpy scalars
+are allowlisted too, under both numpy 1.x and 2.x names. `trusted=True` (full unpickling) is
+for files whose metadata holds other Python objects, and only for files from a trusted source.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import pickle
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hrnet.net import BasicBlock, Bottleneck, HRModule
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS = "random-init"
+_LISTED_KEYS = 20  # keys shown per category in a mismatch error; the rest are counted
+# OpenMMLab publishes checkpoints as `<name>-<first 8 hex of sha256>.pth` (publish_model.py).
+_PUBLISHED_NAME = re.compile(r"-([0-9a-f]{8})\.pth$")
+
+
+# numpy scalar reconstruction: inert (no callables beyond scalar/dtype construction).
+_NUMPY_SCALAR_GLOBALS = [
+    np._core.multiarray.scalar,
+    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),  # pickled by numpy 1.x
+    np.dtype,
+    *(type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                  np.uint16, np.uint32, np.uint64, np.float16, np.float32,
+                                  np.float64)),
+]
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint's keys or shapes differ from the network's state dict."""
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path, trusted: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of an mmcv checkpoint (`state_dict` entry) or of a bare state dict.
+
+    A `module.` prefix on every key (left by DataParallel / DistributedDataParallel) is removed.
+    """
+    try:
+        with torch.serialization.safe_globals(_NUMPY_SCALAR_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path}: not readable by the restricted unpickler (weights_only=True): it is not "
+            "a PyTorch checkpoint, or it holds Python objects other than tensors, containers "
+            "and numbers. If the file comes from a trusted source, load it with trusted=True "
+            f"(export CLI: --trust-checkpoint). torch said: {e}") from e
+    except Exception as e:  # torch.load fails in many ways on non-checkpoints (EOF, zip, ...)
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    state = obj.get("state_dict", obj)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: 'state_dict' entry is a {type(state).__name__}, not a dict")
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(f"{path}: not a state dict; non-tensor entries: {not_tensors[:5]}")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = "\n    ".join(items[:_LISTED_KEYS])
+    more = f"\n    ... and {len(items) - _LISTED_KEYS} more" if len(items) > _LISTED_KEYS else ""
+    return f"  {title} ({len(items)}):\n    {shown}{more}"
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "") -> None:
+    """Raise CheckpointMismatch listing missing keys, unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"checkpoint {source} does not match the network"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches", shapes)):
+            if items:
+                parts.append(_listing(title, items))
+        raise CheckpointMismatch("\n".join(parts))
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, trusted: bool = False) -> dict[str, str]:
+    """Strictly load an mmpose checkpoint into `model`; returns {'weights', 'sha256'}."""
+    path = Path(path)
+    digest = sha256_file(path)
+    published = _PUBLISHED_NAME.search(path.name)
+    if published and not digest.startswith(published.group(1)):
+        raise ValueError(f"{path}: sha256 {digest[:8]}... does not match the hash prefix in the "
+                         f"file name ({published.group(1)}); the file is corrupt or truncated")
+    state = read_state_dict(path, trusted=trusted)
+    check_state_dict(model, state, source=str(path))
+    model.load_state_dict(state, strict=True)
+    log.info("loaded %s (sha256 %s)", path.name, digest)
+    return {"weights": path.name, "sha256": digest}
+
+
+def _residual_end_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """BNs whose output is added to another path: residual branches and fusion inputs."""
+    norms = []
+    for m in model.modules():
+        if isinstance(m, BasicBlock):
+            norms.append(m.bn2)
+        elif isinstance(m, Bottleneck):
+            norms.append(m.bn3)
+        elif isinstance(m, HRModule):
+            for fuse in m.fuse_layers:
+                for path in fuse:
+                    if path is not None:
+                        norms.append([b for b in path.modules() if isinstance(b, nn.BatchNorm2d)][-1])
+    return norms
+
+
+def random_init(model: nn.Module, seed: int = 0) -> dict[str, str]:
+    """Seeded random weights, for running the pipeline without the real checkpoint.
+
+    He-normal convolutions and non-trivial BN statistics (so BN folding is exercised by export
+    checks), with residual/fusion BNs damped so that activations stay O(1) through the ~40
+    summed blocks instead of growing by 2x per block.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
+                if m.bias is not None:
+                    m.bias.uniform_(-0.1, 0.1, generator=gen)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.normal_(0.0, 0.1, generator=gen)
+                m.running_mean.normal_(0.0, 0.1, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.num_batches_tracked.zero_()
+        for bn in _residual_end_norms(model):
+            bn.weight.mul_(0.2)
+    banner = "#" * 78
+    message = (f"HRNet weights are RANDOM (seed {seed}), not the trained checkpoint: network "
+               "outputs, poses and COCO AP are meaningless.")
+    log.warning(message)
+    print(f"{banner}\n# WARNING: {message}\n{banner}", file=sys.stderr, flush=True)
+    return {"weights": RANDOM_WEIGHTS, "sha256": ""}
