@@ -8,6 +8,7 @@ import time
 from proto import grpc_service_pb2 as pb
 
 from . import __version__, codec, dtypes, validation
+from .backends import python_backend
 from .errors import InvalidArgument, ServerError, Unavailable
 from .repository import Repository
 from .shm import SharedMemoryManager
@@ -38,6 +39,7 @@ class InferenceCore:
     async def start(self, load: list | None = None):
         """Load the models: all of them, or those named in explicit mode ('*' = all)."""
         self.loop = asyncio.get_running_loop()
+        python_backend.install_hooks(self, self.loop)
         names = self.repository.scan()
         if self.explicit_control:
             wanted = names if load and "*" in load else list(load or [])

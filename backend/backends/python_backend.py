@@ -13,8 +13,6 @@ import threading
 import time
 import types
 
-import numpy as np
-
 from .. import config as config_util
 from ..errors import BY_TRITON_NAME, Internal, InvalidArgument, ServerError
 from ..scheduler import Instance, InstanceModel
@@ -29,6 +27,58 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 _import_lock = threading.Lock()
 _counter = 0
+_current = threading.local()  # the model directory of the instance running on this thread
+
+
+class BlsBridge:
+    """pb_utils' hook into the server: BLS requests from a model's thread (or its event loop)
+    run through the core on the server's loop, validated and counted like any request."""
+
+    def __init__(self, core, loop):
+        self.core, self.loop = core, loop
+
+    def _request(self, req):
+        from ..types import InferRequest, RequestedOutput
+        params = req.parameters()
+        version = req.model_version()
+        return InferRequest(
+            model_name=req.model_name(), model_version="" if version in (-1, None) else str(version),
+            id=req.request_id(), inputs={t.name(): t.as_numpy() for t in req.inputs()},
+            outputs=[RequestedOutput(n) for n in req._requested_output_names] or None,
+            parameters=json.loads(params) if params else {}, timeout_us=req.timeout())
+
+    async def _infer(self, req):
+        try:
+            resp = await self.core.infer(self._request(req))
+        except ServerError as e:
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(e.message, getattr(pb_utils.TritonError, e.triton_name)))
+        return pb_utils.InferenceResponse([pb_utils.Tensor(n, a) for n, a in resp.outputs.items()])
+
+    def infer(self, req):
+        if threading.current_thread() is threading.main_thread():
+            raise pb_utils.TritonModelException("BLS exec() cannot block the server's event loop")
+        return asyncio.run_coroutine_threadsafe(self._infer(req), self.loop).result()
+
+    async def async_infer(self, req):
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._infer(req), self.loop))
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def load_model(self, model_name, config="", files=None):
+        self._run(self.core.repository.load(model_name, config, files or None))
+
+    def unload_model(self, model_name, unload_dependents=False):
+        self._run(self.core.repository.unload(model_name, unload_dependents))
+
+    def is_model_ready(self, model_name, model_version=""):
+        return self.core.model_ready(model_name, str(model_version or ""))
+
+
+def install_hooks(core, loop):
+    pb_utils._bls = BlsBridge(core, loop)
+    pb_utils._model_dir_hook = lambda: getattr(_current, "model_dir", "")
 
 
 def _code_names():
@@ -77,6 +127,8 @@ def import_model_module(path: str, model_dir: str):
 class PythonInstance(Instance):
     def __init__(self, model_cls, args: dict, model_name: str, output_names):
         self.name = args["model_instance_name"]
+        self.model_dir = args["model_repository"]
+        _current.model_dir = self.model_dir
         self.model_name = model_name
         self.output_names = output_names
         self.loop = None
@@ -95,6 +147,7 @@ class PythonInstance(Instance):
         return result
 
     def execute(self, requests):
+        _current.model_dir = self.model_dir
         t0 = time.monotonic_ns()
         pb_requests = [self._to_pb(r) for r in requests]
         t1 = time.monotonic_ns()
@@ -124,10 +177,13 @@ class PythonInstance(Instance):
     def _to_pb(self, req):
         tensors = [pb_utils.Tensor(name, arr) for name, arr in req.inputs.items()]
         names = req.requested_names(self.output_names)
-        return pb_utils.InferenceRequest(
+        pb_req = pb_utils.InferenceRequest(
             model_name=self.model_name, requested_output_names=names, inputs=tensors,
             request_id=req.id, parameters=json.dumps(_jsonable(req.parameters)),
             timeout=req.timeout_us)
+        if req.is_cancelled is not None and req.is_cancelled():
+            pb_req._set_cancelled()
+        return pb_req
 
     def _from_pb(self, req, resp):
         if resp is None or not hasattr(resp, "output_tensors"):
@@ -211,5 +267,3 @@ def load(config, version: int, model_dir: str, version_dir: str, execution_timeo
         raise
     return InstanceModel(config, version, model_dir, instances, execution_timeout_s)
 
-
-_ = np  # numpy arrays are what flows through; imported for type clarity

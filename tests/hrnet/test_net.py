@@ -64,8 +64,9 @@ def test_every_branch_reaches_the_output():
 def test_random_init_is_seeded_and_loud(caplog, capsys):
     with caplog.at_level(logging.WARNING):
         a, b, c = tiny(seed=3), tiny(seed=3), tiny(seed=4)
+    b_state = b.state_dict()
     for key, value in a.state_dict().items():
-        assert torch.equal(value, b.state_dict()[key])
+        assert torch.equal(value, b_state[key])
     assert not torch.equal(a.backbone.conv1.weight, c.backbone.conv1.weight)
     assert "RANDOM" in caplog.text and "meaningless" in caplog.text
     assert "#####" in capsys.readouterr().err
@@ -93,8 +94,9 @@ def test_load_checkpoint_layouts(tmp_path, layout):
 
     assert info == {"weights": "tiny.pth",
                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    loaded = model.state_dict()
     for key, value in tiny(seed=1).state_dict().items():
-        assert torch.equal(model.state_dict()[key], value), key
+        assert torch.equal(loaded[key], value), key
 
 
 def test_load_checkpoint_lists_missing_and_unexpected_keys(tmp_path):

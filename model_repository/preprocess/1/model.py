@@ -23,11 +23,12 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.model_name = args.get("model_name", config.get("name", "preprocess"))
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        unknown = set(params) - {"input_size", "flip_test", "max_image_pixels"}
+        unknown = set(params) - {"input_size", "flip_test", "max_image_pixels", "max_input_pixels"}
         if unknown:
             raise ValueError(f"{self.model_name}: unknown parameter(s) {sorted(unknown)}")
         self.input_size = _positive_int(params, "input_size", "512", self.model_name)
         self.max_pixels = _positive_int(params, "max_image_pixels", "40000000", self.model_name)
+        self.max_input_pixels = _positive_int(params, "max_input_pixels", "4194304", self.model_name)
         flip = params.get("flip_test", "true").strip().lower()
         if flip not in _BOOLEANS:
             raise ValueError(f"{self.model_name}: parameter flip_test must be 'true' or 'false', got {flip!r}")
@@ -59,7 +60,7 @@ class TritonPythonModel:
             raise preprocess.ImageError(f"expected bytes, got {type(data).__name__}")
         img = preprocess.decode_image(data, max_pixels=self.max_pixels)
         net_input, center, scale = preprocess.preprocess(
-            img, input_size=self.input_size, flip_test=self.flip_test, max_input_pixels=self.max_pixels)
+            img, input_size=self.input_size, flip_test=self.flip_test, max_input_pixels=self.max_input_pixels)
         return [pb_utils.Tensor("INPUT", net_input),
                 pb_utils.Tensor("CENTER", center),
                 pb_utils.Tensor("SCALE", scale)]

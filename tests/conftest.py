@@ -1,0 +1,55 @@
+"""Shared fixtures: test model repositories copied to a temp dir (ONNX files built there) and real
+server processes on loopback ports."""
+
+import os
+import shutil
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "models"))
+
+from tests.serverproc import start_server  # noqa: E402
+
+TEST_MODELS = os.path.join(ROOT, "tests", "models")
+POSE_REPO = os.path.join(ROOT, "model_repository")
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def copy_test_repo(dest) -> str:
+    """tests/models copied to `dest`, with its ONNX files built."""
+    import build_onnx
+    repo = os.path.join(str(dest), "models")
+    shutil.copytree(TEST_MODELS, repo, ignore=shutil.ignore_patterns("__pycache__", "build_onnx.py"))
+    build_onnx.add_sub(os.path.join(repo, "add_onnx", "1", "model.onnx"))
+    return repo
+
+
+@pytest.fixture(scope="session")
+def test_repo(tmp_path_factory):
+    return copy_test_repo(tmp_path_factory.mktemp("repo"))
+
+
+@pytest.fixture(scope="session")
+def server(test_repo):
+    """A server on the test repository (control mode none): for tests that do not load/unload."""
+    with start_server(test_repo) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def tiny_pose_repo(tmp_path_factory):
+    """model_repository/ with a reduced-size random-weight HRNet (fast on 2 cores)."""
+    repo = os.path.join(str(tmp_path_factory.mktemp("pose")), "model_repository")
+    shutil.copytree(POSE_REPO, repo, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
+    from hrnet import export
+    export.main(["--out", os.path.join(repo, "hrnet_om", "1", "model.onnx"), "--width", "8",
+                 "--blocks", "1", "--no-check"])
+    return repo
+
+
+@pytest.fixture(scope="session")
+def pose_server(tiny_pose_repo):
+    with start_server(tiny_pose_repo) as s:
+        yield s
