@@ -42,7 +42,7 @@ proto: install
 	$(PY) proto/generate.py
 
 bench: model
-	$(PY) -m hrnet.bench --repo $(REPO)
+	$(PY) -m bench.pipeline --repo $(REPO)
 
 check-perf-analyzer: install
 	$(PY) -m pytest -q tests/backend/test_perf_analyzer.py

@@ -165,7 +165,8 @@ def _multi_scale_size(w: int, h: int, input_size: int) -> tuple[tuple[int, int],
     return (w_resized, h_resized), center, np.array([scale_w, scale_h])
 
 
-def get_multi_scale_size(w: int, h: int, input_size: int = 512) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+def get_multi_scale_size(w: int, h: int,
+                         input_size: int = 512) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
     """Network input size (W, H), center float32[2] and scale float32[2] for a w x h image."""
     size, center, scale = _multi_scale_size(w, h, input_size)
     return size, center.astype(np.float32), scale.astype(np.float32)

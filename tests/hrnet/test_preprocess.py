@@ -352,4 +352,5 @@ def test_preprocess_rejects_too_elongated_images():
         pp.preprocess(np.zeros((2, 300, 3), np.uint8))
     with pytest.raises(pp.ImageError, match="elongated"):
         pp.preprocess(np.zeros((64, 640, 3), np.uint8), max_input_pixels=512 * 512)
-    assert pp.preprocess(np.zeros((64, 640, 3), np.uint8), max_input_pixels=512 * 5120)[0].shape == (2, 3, 512, 5120)
+    net_input, _, _ = pp.preprocess(np.zeros((64, 640, 3), np.uint8), max_input_pixels=512 * 5120)
+    assert net_input.shape == (2, 3, 512, 5120)

@@ -75,7 +75,8 @@ def parse_params(params, model_name="grouping"):
             try:
                 value = kind(text)
             except ValueError:
-                raise ValueError(f"{model_name}: parameter {key} must be {kind.__name__}, got {text!r}") from None
+                raise ValueError(
+                    f"{model_name}: parameter {key} must be {kind.__name__}, got {text!r}") from None
             if not math.isfinite(value):
                 raise ValueError(f"{model_name}: parameter {key} must be finite, got {text!r}")
         values[key] = value

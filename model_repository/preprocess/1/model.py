@@ -31,7 +31,8 @@ class TritonPythonModel:
         self.max_input_pixels = _positive_int(params, "max_input_pixels", "4194304", self.model_name)
         flip = params.get("flip_test", "true").strip().lower()
         if flip not in _BOOLEANS:
-            raise ValueError(f"{self.model_name}: parameter flip_test must be 'true' or 'false', got {flip!r}")
+            raise ValueError(
+                f"{self.model_name}: parameter flip_test must be 'true' or 'false', got {flip!r}")
         self.flip_test = _BOOLEANS[flip]
 
     def execute(self, requests):

@@ -1,0 +1,139 @@
+"""`make bench`: the HRNet pipeline's cost, stage by stage, in process and through the server.
+
+One table, measured in one run on this machine: the network pass at 512x512 (and its share of the
+CPU's FP32 peak), preprocess and grouping as a share of the pass, the whole pipeline in process,
+the same through the server over gRPC, and their ratio.
+"""
+
+import argparse
+import glob
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GFLOP_PER_PASS = 81.6  # HRNet-W32 AE at 1x3x512x512 (2 x 40.8 GMAC)
+
+
+def cpu_peak_gflops() -> tuple[float, str]:
+    """cores x clock x 32 FP32 FLOP/cycle (AVX2: two 8-wide FMA units)."""
+    cores = os.cpu_count() or 1
+    mhz = 0.0
+    model = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz") and not mhz:
+                    mhz = float(line.split(":")[1])
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    for path in ("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq",):
+        try:
+            with open(path) as f:
+                mhz = max(mhz, int(f.read()) / 1000)
+        except OSError:
+            pass
+    return cores * (mhz / 1000) * 32, f"{model}, {cores} cores @ {mhz / 1000:.2f} GHz"
+
+
+def timed(fn, repeat: int, warmup: int = 1) -> float:
+    """Median seconds of `repeat` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def session(path: str):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__)
+    p.add_argument("--repo", default=os.path.join(ROOT, "model_repository"))
+    p.add_argument("--images", default=os.path.join(ROOT, "data", "coco_mini", "val2017"))
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    from hrnet import grouping, preprocess
+    from tests.serverproc import start_server, wait_ready
+    import tritonclient.grpc as grpcclient
+
+    onnx_path = os.path.join(args.repo, "hrnet_om", "1", "model.onnx")
+    sess = session(onnx_path)
+    images = [open(f, "rb").read() for f in sorted(glob.glob(os.path.join(args.images, "*.jpg")))]
+    params = grouping.GroupingParams()
+
+    x512 = np.random.default_rng(0).standard_normal((1, 3, 512, 512), dtype=np.float32)
+    t_pass = timed(lambda: sess.run(["output1"], {"input": x512}), args.repeat)
+    peak, cpu = cpu_peak_gflops()
+
+    # Per image: preprocess, network (batch 2 with flip), grouping; summed over the image set.
+    t_pre = t_net = t_group = 0.0
+    staged = []
+    for data in images:
+        def pre():
+            return preprocess.preprocess(preprocess.decode_image(data))
+        t_pre += timed(pre, args.repeat)
+        inp, center, scale = pre()
+        t_net += timed(lambda: sess.run(["output1"], {"input": inp}), args.repeat)
+        out = sess.run(["output1"], {"input": inp})[0]
+        t_group += timed(lambda: grouping.group(out, center, scale, params), args.repeat)
+        staged.append((inp, center, scale, out))
+
+    def pipeline_inprocess():
+        for data in images:
+            inp, center, scale = preprocess.preprocess(preprocess.decode_image(data))
+            out = sess.run(["output1"], {"input": inp})[0]
+            grouping.group(out, center, scale, params)
+    t_inproc = timed(pipeline_inprocess, args.repeat)
+    del sess  # free the cores' memory bandwidth for the server
+
+    with start_server(args.repo) as srv:
+        client = wait_ready(srv.url, "hrnet_pose")
+
+        def pipeline_server():
+            for data in images:
+                inp = grpcclient.InferInput("IMAGE", [1], "BYTES")
+                inp.set_data_from_numpy(np.array([data], dtype=np.object_))
+                client.infer("hrnet_pose", [inp])
+        t_server = timed(pipeline_server, args.repeat)
+        client.close()
+
+    n = len(images)
+    rows = [
+        ("model pass 1x3x512x512", t_pass * 1e3, f"{GFLOP_PER_PASS / t_pass:.1f} GFLOP/s = "
+         f"{100 * GFLOP_PER_PASS / t_pass / peak:.1f}% of {peak:.0f} GFLOP/s FP32 peak"),
+        ("network per image (flip: batch 2)", t_net / n * 1e3, "preprocessed COCO mini images"),
+        ("preprocess per image", t_pre / n * 1e3, f"{100 * t_pre / n / t_pass:.2f}% of a model pass (goal <= 2%)"),
+        ("grouping per image", t_group / n * 1e3, f"{100 * t_group / n / t_pass:.2f}% of a model pass (goal <= 2%)"),
+        ("pipeline in process per image", t_inproc / n * 1e3, "decode+preprocess+network+grouping"),
+        ("pipeline via server (gRPC) per image", t_server / n * 1e3,
+         f"ratio in-process/server = {t_inproc / t_server:.3f} (goal >= 0.95)"),
+    ]
+    print(f"\nHRNet-W32 AE pipeline benchmark — {time.strftime('%Y-%m-%d')} — {cpu}")
+    print(f"onnx: {onnx_path}; {n} images; median of {args.repeat} runs\n")
+    print(f"| {'stage':<38} | {'ms':>9} | notes")
+    print(f"|{'-' * 40}|{'-' * 11}|{'-' * 60}")
+    for name, ms, note in rows:
+        print(f"| {name:<38} | {ms:>9.2f} | {note}")
+    print(f"\nthroughput via server: {n / t_server:.2f} images/s (batch 1, sequential)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,547 @@
+"""Throughput and latency of any model of the server, measured with perf_analyzer's method.
+
+    python -m client.perf --model NAME [-u localhost:8001] [--concurrency-range 1:4:1]
+        [--measurement-interval 5000] [--stability-percentage 10] [--max-trials 10]
+        [--input-data DIR_OR_JSON] [--shape NAME:d1,d2,...] [--async | --streaming]
+        [--shared-memory none|system] [-f results.csv] [--export-input-data FILE]
+
+For each concurrency level N, N requests are kept in flight (N threads of blocking calls, or
+callbacks with --async, or one bidirectional stream with --streaming) while measurement windows
+of 1.2 x the interval follow each other; a request counts in the window where it ends. Once the
+last three windows agree within the stability percentage (throughput and average latency,
+max/min), they are merged and reported: throughput, latency percentiles, and the server's own
+breakdown from ModelStatistics deltas (queue, compute input/infer/output per model and per
+composing model of an ensemble). Examples:
+
+    python -m client.perf --model hrnet_pose --concurrency-range 1:2
+    python -m client.perf --model hrnet_om --shape input:1,3,512,512      # the raw network
+    python -m client.perf --model hrnet_pose --export-input-data images.json   # for perf_analyzer
+
+Exit codes: 0 measured; 1 requests failed or bad arguments; 2 server unreachable or model not
+ready; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException, serialize_byte_tensor, triton_to_np_dtype
+from tritonclient.utils import shared_memory as shm
+
+from client import server_stats
+from client.connection import (DEFAULT_URL, EXIT_UNAVAILABLE, ServerUnavailable, connect,
+                               exit_unavailable, is_unavailable)
+from client.perf_inputs import TensorSpec, load_samples, parse_shape_args, tensor_specs
+from client.perf_inputs import to_perf_analyzer_json
+
+STABILITY_WINDOW = 3          # perf_analyzer's: the last three windows must agree
+PERCENTILES = (50, 90, 95, 99)
+CSV_HEADER = ["Concurrency", "Inferences/Second", "Client Send", "Network+Server Send/Recv",
+              "Server Queue", "Server Compute Input", "Server Compute Infer",
+              "Server Compute Output", "Client Recv"] + [f"p{p} latency" for p in PERCENTILES]
+
+
+@dataclass
+class Window:
+    """One measurement window, or several merged."""
+
+    duration_ns: int
+    latencies_ns: np.ndarray                       # of the requests that ended in the window
+    send_ns: int = 0                               # summed over those requests
+    recv_ns: int = 0
+    server: dict = field(default_factory=dict)     # model name -> server_stats.ModelTimes
+
+    @property
+    def count(self) -> int:
+        return int(self.latencies_ns.size)
+
+    @property
+    def throughput(self) -> float:
+        return self.count / (self.duration_ns / 1e9) if self.duration_ns else 0.0
+
+    @property
+    def avg_latency_us(self) -> float:
+        return float(self.latencies_ns.mean()) / 1e3 if self.count else 0.0
+
+    def percentile_us(self, p: int) -> float:
+        """perf_analyzer's rule: the sorted latency at index round(p/100 * (n-1))."""
+        ordered = np.sort(self.latencies_ns)
+        return float(ordered[int(p / 100 * (ordered.size - 1) + 0.5)]) / 1e3 if ordered.size else 0.0
+
+
+def is_stable(windows: list[Window], threshold: float) -> bool:
+    """The last three windows have throughput and average latency within max/min <= 1+threshold."""
+    if len(windows) < STABILITY_WINDOW:
+        return False
+    last = windows[-STABILITY_WINDOW:]
+    ips = [w.throughput for w in last]
+    lat = [w.avg_latency_us for w in last]
+    if min(ips) <= 0 or min(lat) <= 0:
+        return False
+    return max(ips) / min(ips) <= 1 + threshold and max(lat) / min(lat) <= 1 + threshold
+
+
+def merge_windows(windows: list[Window]) -> Window:
+    return Window(duration_ns=sum(w.duration_ns for w in windows),
+                  latencies_ns=np.concatenate([w.latencies_ns for w in windows]),
+                  send_ns=sum(w.send_ns for w in windows),
+                  recv_ns=sum(w.recv_ns for w in windows),
+                  server=server_stats.merge([w.server for w in windows]) if windows[0].server
+                  else {})
+
+
+def parse_range(text: str) -> list[int]:
+    """'start[:end[:step]]' -> concurrency levels, as perf_analyzer's --concurrency-range."""
+    try:
+        parts = [int(p) for p in text.split(":")]
+        if not 1 <= len(parts) <= 3 or parts[0] < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--concurrency-range {text!r}: expected start[:end[:step]], "
+                         f"start >= 1") from None
+    start, end, step = (parts + [parts[0], 1][len(parts) - 1:])[:3]
+    if end < start or step < 1:
+        raise ValueError(f"--concurrency-range {text!r}: needs end >= start and step >= 1")
+    return list(range(start, end + 1, step))
+
+
+class SharedMemoryRegions:
+    """System shared memory: one region per input per data sample, one per output per slot."""
+
+    def __init__(self, client, inputs: list[TensorSpec], samples: list[dict],
+                 outputs: list[TensorSpec], slots: int, output_size: int):
+        self.client = client
+        self.handles: dict[str, object] = {}
+        self.sizes: dict[str, int] = {}
+        prefix = f"client_perf_{os.getpid()}"
+        try:
+            for i, sample in enumerate(samples):
+                for spec in inputs:
+                    array = sample[spec.name]
+                    data = serialize_byte_tensor(array) if spec.datatype == "BYTES" else array
+                    size = len(data.item()) if spec.datatype == "BYTES" else array.nbytes
+                    self._add(f"{prefix}_{spec.name}_{i}", size, data)
+            for slot in range(slots):
+                for spec in outputs:
+                    self._add(f"{prefix}_out_{spec.name}_{slot}", spec.byte_size or output_size)
+        except Exception:
+            self.close()
+            raise
+        self.prefix = prefix
+
+    def _add(self, name: str, size: int, data: np.ndarray | None = None) -> None:
+        handle = shm.create_shared_memory_region(name, "/" + name, max(size, 1), create_only=True)
+        self.handles[name] = handle
+        self.sizes[name] = size
+        if data is not None:
+            shm.set_shared_memory_region(handle, [data])
+        self.client.register_system_shared_memory(name, "/" + name, max(size, 1))
+
+    def input(self, name: str, sample: int) -> tuple[str, int]:
+        region = f"{self.prefix}_{name}_{sample}"
+        return region, self.sizes[region]
+
+    def output(self, name: str, slot: int) -> tuple[str, int, object]:
+        region = f"{self.prefix}_out_{name}_{slot}"
+        return region, self.sizes[region], self.handles[region]
+
+    def close(self) -> None:
+        for name, handle in self.handles.items():
+            try:
+                self.client.unregister_system_shared_memory(name)
+            except InferenceServerException:
+                pass   # the server may be gone; the region is still ours to unlink
+            shm.destroy_shared_memory_region(handle)
+        self.handles.clear()
+
+
+class Load:
+    """Keeps `concurrency` requests in flight and records when each started and ended.
+
+    Every slot sends its next request as soon as its previous one is answered: a thread per slot
+    for blocking calls, a callback chain for --async, and one shared stream for --streaming.
+    """
+
+    def __init__(self, url: str, model: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                 samples: list[dict], mode: str = "sync", regions: SharedMemoryRegions | None = None):
+        self.model, self.inputs, self.outputs = model, inputs, outputs
+        self.samples, self.mode, self.regions = samples, mode, regions
+        self.client = grpcclient.InferenceServerClient(url)
+        self._next_sample = itertools.count()
+        self._lock = threading.Lock()
+        self._records: list[tuple[int, int, int, int]] = []   # start, end, send, recv (ns)
+        self.errors: list[Exception] = []
+        self._running = False
+        self._active = 0
+        self._drained = threading.Condition(self._lock)
+        self._threads: list[threading.Thread] = []
+        self._pending: dict[str, tuple[int, int, int]] = {}
+        self._request_ids = itertools.count()
+        if mode == "streaming":
+            self.client.start_stream(callback=self._on_stream)
+
+    # -- request building and reading ------------------------------------------------------
+    def _build(self, slot: int):
+        sample_index = next(self._next_sample) % len(self.samples)
+        sample = self.samples[sample_index]
+        inputs = []
+        for spec in self.inputs:
+            tensor = grpcclient.InferInput(spec.name, list(sample[spec.name].shape), spec.datatype)
+            if self.regions:
+                tensor.set_shared_memory(*self.regions.input(spec.name, sample_index))
+            else:
+                tensor.set_data_from_numpy(sample[spec.name])
+            inputs.append(tensor)
+        outputs = []
+        for spec in self.outputs:
+            requested = grpcclient.InferRequestedOutput(spec.name)
+            if self.regions:
+                region, size, _ = self.regions.output(spec.name, slot)
+                requested.set_shared_memory(region, size)
+            outputs.append(requested)
+        return inputs, outputs
+
+    def _read(self, result, slot: int) -> None:
+        """Unmarshals the outputs, as an application would (counted as 'Client Recv')."""
+        for spec in self.outputs:
+            if self.regions:
+                output = result.get_output(spec.name)
+                if output is not None and output.datatype != "BYTES":
+                    _, _, handle = self.regions.output(spec.name, slot)
+                    shm.get_contents_as_numpy(handle, triton_to_np_dtype(output.datatype),
+                                              list(output.shape)).copy()
+            else:
+                result.as_numpy(spec.name)
+
+    def _record(self, start: int, send: int, result, slot: int) -> None:
+        received = time.perf_counter_ns()
+        self._read(result, slot)
+        end = time.perf_counter_ns()
+        with self._lock:
+            self._records.append((start, end, send, end - received))
+
+    def _fail(self, error: Exception) -> None:
+        with self._lock:
+            self.errors.append(error)
+            self._running = False
+
+    def _slot_done(self) -> None:
+        with self._lock:
+            self._active -= 1
+            self._drained.notify_all()
+
+    # -- the three ways of keeping requests in flight --------------------------------------
+    def _sync_slot(self, slot: int) -> None:
+        try:
+            while self._running:
+                start = time.perf_counter_ns()
+                inputs, outputs = self._build(slot)
+                send = time.perf_counter_ns() - start
+                try:
+                    result = self.client.infer(self.model, inputs, outputs=outputs)
+                except InferenceServerException as err:
+                    self._fail(err)
+                    break
+                self._record(start, send, result, slot)
+        finally:
+            self._slot_done()
+
+    def _issue(self, slot: int) -> None:
+        if not self._running:
+            self._slot_done()
+            return
+        start = time.perf_counter_ns()
+        inputs, outputs = self._build(slot)
+        send = time.perf_counter_ns() - start
+        try:
+            if self.mode == "async":
+                self.client.async_infer(
+                    self.model, inputs, outputs=outputs,
+                    callback=lambda result, error: self._on_async(slot, start, send, result, error))
+            else:
+                request_id = str(next(self._request_ids))
+                with self._lock:
+                    self._pending[request_id] = (slot, start, send)
+                self.client.async_stream_infer(self.model, inputs, outputs=outputs,
+                                               request_id=request_id)
+        except InferenceServerException as err:
+            self._fail(err)
+            self._slot_done()
+
+    def _on_async(self, slot: int, start: int, send: int, result, error) -> None:
+        if error is not None:
+            self._fail(error)
+            self._slot_done()
+            return
+        self._record(start, send, result, slot)
+        self._issue(slot)
+
+    def _on_stream(self, result, error) -> None:
+        if error is not None:
+            # A stream error carries no request id: stop everything in flight.
+            self._fail(error)
+            with self._lock:
+                lost, self._pending = len(self._pending), {}
+            for _ in range(lost):
+                self._slot_done()
+            return
+        with self._lock:
+            entry = self._pending.pop(result.get_response().id, None)
+        if entry is None:
+            return
+        slot, start, send = entry
+        self._record(start, send, result, slot)
+        self._issue(slot)
+
+    # -- control ---------------------------------------------------------------------------
+    def start(self, concurrency: int) -> None:
+        self._running = True
+        self._active = concurrency
+        for slot in range(concurrency):
+            if self.mode == "sync":
+                thread = threading.Thread(target=self._sync_slot, args=(slot,), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            else:
+                self._issue(slot)
+
+    def stop(self, timeout_s: float = 120.0) -> None:
+        """Stops issuing and waits for the requests in flight."""
+        with self._lock:
+            self._running = False
+            self._drained.wait_for(lambda: self._active <= 0, timeout=timeout_s)
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+        self._threads.clear()
+
+    def take(self) -> np.ndarray:
+        """The records since the last call, as an int64 array [n, 4] (start, end, send, recv)."""
+        with self._lock:
+            records, self._records = self._records, []
+        return np.array(records, np.int64).reshape(-1, 4)
+
+    def close(self) -> None:
+        if self.mode == "streaming":
+            self.client.stop_stream()
+        self.client.close()
+
+
+class RequestError(Exception):
+    """Requests failed during a measurement."""
+
+
+def measure_level(load: Load, concurrency: int, reader: server_stats.StatsReader | None,
+                  interval_ms: int, threshold: float, max_trials: int,
+                  verbose: bool) -> tuple[Window, bool, int]:
+    """Runs windows at one concurrency until stable or max_trials; (merged, stable, trials)."""
+    load.start(concurrency)
+    try:
+        windows: list[Window] = []
+        carry = np.zeros((0, 4), np.int64)
+        window_start = time.perf_counter_ns()
+        stats_before = reader.snapshot() if reader else None
+        for trial in range(1, max_trials + 1):
+            time.sleep(interval_ms * 1.2 / 1e3)
+            window_end = time.perf_counter_ns()
+            stats_after = reader.snapshot() if reader else None
+            if load.errors:
+                raise RequestError(load.errors[0])
+            records = np.concatenate([carry, load.take()])
+            ended = records[:, 1]
+            inside = records[(ended >= window_start) & (ended <= window_end)]
+            carry = records[ended > window_end]
+            window = Window(window_end - window_start, inside[:, 1] - inside[:, 0],
+                            int(inside[:, 2].sum()), int(inside[:, 3].sum()),
+                            reader.delta(stats_before, stats_after) if reader else {})
+            windows.append(window)
+            if verbose:
+                print(f"  Pass [{trial}] throughput: {window.throughput:.2f} infer/sec. "
+                      f"Avg latency: {window.avg_latency_us:.0f} usec", flush=True)
+            window_start, stats_before = window_end, stats_after
+            if is_stable(windows, threshold):
+                return merge_windows(windows[-STABILITY_WINDOW:]), True, trial
+        return merge_windows(windows[-STABILITY_WINDOW:]), False, max_trials
+    finally:
+        load.stop()
+
+
+def report_level(concurrency: int, merged: Window, stable: bool, model: str,
+                 reader: server_stats.StatsReader | None) -> list[str]:
+    lines = [f"Request concurrency: {concurrency}" + ("" if stable else "  (NOT STABLE)"),
+             "  Client: ",
+             f"    Request count: {merged.count}",
+             f"    Throughput: {merged.throughput:.2f} infer/sec"]
+    if merged.count:
+        lat = merged.latencies_ns / 1e3
+        std = float(lat.std(ddof=1)) if merged.count > 1 else 0.0
+        send, recv = merged.send_ns / merged.count / 1e3, merged.recv_ns / merged.count / 1e3
+        lines.append(f"    Avg latency: {merged.avg_latency_us:.0f} usec "
+                     f"(standard deviation {std:.0f} usec)")
+        lines += [f"    p{p} latency: {merged.percentile_us(p):.0f} usec" for p in PERCENTILES]
+        lines.append(f"    Avg gRPC time: {merged.avg_latency_us:.0f} usec (marshal {send:.0f} "
+                     f"usec + response wait {merged.avg_latency_us - send - recv:.0f} usec + "
+                     f"unmarshal {recv:.0f} usec)")
+    if reader and merged.server:
+        lines.append("  Server: ")
+        lines += server_stats.format_breakdown(model, merged.server, reader.steps, "    ")
+    return lines
+
+
+def csv_row(concurrency: int, merged: Window, model: str) -> list:
+    """A row of perf_analyzer's CSV (microseconds, integers as perf_analyzer writes them)."""
+    n = max(merged.count, 1)
+    send, recv = merged.send_ns / n / 1e3, merged.recv_ns / n / 1e3
+    server = merged.server.get(model)
+    parts = [server.avg_us(p) if server else 0.0 for p in server_stats.PARTS]
+    if server and server.success_count:   # perf_analyzer divides by successful requests
+        parts = [getattr(server, f"{p}_ns") / server.success_count / 1e3
+                 for p in server_stats.PARTS]
+    network = max(0.0, merged.avg_latency_us - send - recv - sum(parts))
+    return ([concurrency, round(merged.throughput, 4), int(send), int(network)]
+            + [int(p) for p in parts] + [int(recv)]
+            + [int(merged.percentile_us(p)) for p in PERCENTILES])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m client.perf", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-m", "--model", required=True)
+    parser.add_argument("-u", "--url", default=DEFAULT_URL, help="server gRPC address")
+    parser.add_argument("--concurrency-range", default="1", help="start[:end[:step]]")
+    parser.add_argument("-p", "--measurement-interval", type=int, default=5000,
+                        help="window length in ms (each window lasts 1.2 x this)")
+    parser.add_argument("-s", "--stability-percentage", type=float, default=10.0)
+    parser.add_argument("-r", "--max-trials", type=int, default=10)
+    parser.add_argument("--input-data", help="random (default), zero, a folder or a JSON file")
+    parser.add_argument("--shape", action="append", help="NAME:d1,d2,... for dynamic inputs")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--async", dest="async_mode", action="store_true")
+    mode.add_argument("--streaming", action="store_true")
+    parser.add_argument("--shared-memory", choices=("none", "system"), default="none")
+    parser.add_argument("--output-shared-memory-size", type=int, default=102400,
+                        help="bytes of each output region whose size the metadata leaves open")
+    parser.add_argument("-f", "--latency-report-file", type=Path, help="CSV to write")
+    parser.add_argument("--export-input-data", type=Path,
+                        help="write the request data as perf_analyzer JSON and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every window")
+    args = parser.parse_args(argv)
+    if args.max_trials < 1 or args.measurement_interval < 1:
+        parser.error("--max-trials and --measurement-interval must be positive")
+    try:
+        args.levels = parse_range(args.concurrency_range)
+        args.shapes = parse_shape_args(args.shape)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def write_csv(path: Path, rows: list[list], header: list[str] = CSV_HEADER) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        # perf_analyzer sorts the rows by throughput.
+        writer.writerows(sorted(rows, key=lambda r: r[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    mode = "async" if args.async_mode else "streaming" if args.streaming else "sync"
+    try:
+        client = connect(args.url, args.model)
+        metadata = client.get_model_metadata(args.model, as_json=True)
+        config = client.get_model_config(args.model, as_json=True)["config"]
+    except ServerUnavailable as err:
+        exit_unavailable(err)
+    except InferenceServerException as err:
+        exit_unavailable(ServerUnavailable(
+            f"cannot read metadata/config of '{args.model}' at {args.url}: {err.message()}"))
+    try:
+        inputs = tensor_specs(metadata, config, args.shapes, "inputs")
+        outputs = tensor_specs(metadata, config, {}, "outputs")
+        samples = load_samples(inputs, args.input_data)
+    except (ValueError, OSError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.export_input_data:
+        args.export_input_data.write_text(json.dumps(to_perf_analyzer_json(inputs, samples)))
+        print(f"wrote {len(samples)} request(s) for '{args.model}' to {args.export_input_data}")
+        return 0
+
+    reader = None
+    try:
+        if "statistics" in client.get_server_metadata().extensions:
+            reader = server_stats.StatsReader(client, args.model)
+            reader.snapshot()
+    except InferenceServerException as err:
+        print(f"note: no server statistics ({err.message()})", file=sys.stderr)
+        reader = None
+
+    print(f"*** Measurement Settings ***\n  Model: {args.model}  Mode: {mode}  "
+          f"Shared memory: {args.shared_memory}\n  Measurement window: "
+          f"{args.measurement_interval} msec x 1.2, stability {args.stability_percentage:g}% "
+          f"over {STABILITY_WINDOW} windows, at most {args.max_trials} windows\n  Inputs: "
+          + ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in inputs)
+          + f" ({len(samples)} data sample(s))\n", flush=True)
+
+    regions = load = None
+    rows, summary, code = [], [], 0
+    try:
+        if args.shared_memory == "system":
+            regions = SharedMemoryRegions(client, inputs, samples, outputs, max(args.levels),
+                                          args.output_shared_memory_size)
+        load = Load(args.url, args.model, inputs, outputs, samples, mode, regions)
+        for level in args.levels:
+            merged, stable, trials = measure_level(
+                load, level, reader, args.measurement_interval,
+                args.stability_percentage / 100, args.max_trials, args.verbose)
+            if not stable:
+                print(f"WARNING: no stable measurement within {trials} windows for concurrency "
+                      f"{level}; the figures below merge the last {STABILITY_WINDOW}. Try a "
+                      f"longer --measurement-interval.", file=sys.stderr)
+            print("\n".join(report_level(level, merged, stable, args.model, reader)), flush=True)
+            rows.append(csv_row(level, merged, args.model))
+            summary.append(f"Concurrency: {level}, throughput: {merged.throughput:.2f} "
+                           f"infer/sec, latency {merged.avg_latency_us:.0f} usec"
+                           + ("" if stable else " (not stable)"))
+    except RequestError as err:
+        cause = err.args[0]
+        print(f"error: requests to '{args.model}' at {args.url} failed: {cause}", file=sys.stderr)
+        code = (EXIT_UNAVAILABLE if isinstance(cause, InferenceServerException)
+                and is_unavailable(cause) else 1)
+    except InferenceServerException as err:
+        print(f"error: {args.url}: {err}", file=sys.stderr)
+        code = EXIT_UNAVAILABLE if is_unavailable(err) else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        code = 130
+    finally:
+        if load:
+            load.stop(timeout_s=10)
+            load.close()
+        if regions:
+            regions.close()
+        client.close()
+
+    if summary:
+        print("Inferences/Second vs. Client Average Batch Latency")
+        print("\n".join(summary))
+    if args.latency_report_file and rows:
+        write_csv(args.latency_report_file, rows)
+        print(f"wrote {args.latency_report_file}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
