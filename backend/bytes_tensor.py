@@ -37,6 +37,11 @@ def deserialize(buf, count: int = -1) -> np.ndarray:
     Raises ValueError with a message saying what is wrong."""
     mv = memoryview(buf).cast("B")
     total = len(mv)
+    if total >= 4:
+        out = _deserialize_uniform(mv, total, count)
+        if out is not None:
+            return out
+    # Lengths differ: each offset depends on the previous length, so walk the prefixes.
     items = []
     pos = 0
     while pos < total:
@@ -54,4 +59,25 @@ def deserialize(buf, count: int = -1) -> np.ndarray:
         raise ValueError(f"expected {count} string elements, got {len(items)}")
     out = np.empty(len(items), dtype=np.object_)
     out[:] = items
+    return out
+
+
+def _deserialize_uniform(mv, total: int, count: int):
+    """Fast path when every element is as long as the first (fixed-size strings, the common
+    case): checked and split with numpy. None when lengths differ or the count is off (the
+    walk then says what is wrong)."""
+    (length,) = _LEN.unpack_from(mv, 0)
+    stride = 4 + length
+    if total % stride or (count >= 0 and total // stride != count):
+        return None
+    n = total // stride
+    rows = np.frombuffer(mv, np.uint8, total).reshape(n, stride)
+    if not (rows[:, :4] == rows[0, :4]).all():
+        return None
+    out = np.empty(n, dtype=np.object_)
+    if length == 0:
+        out[:] = [b""] * n
+    else:
+        # Each row of a void view becomes one bytes object in C (trailing NULs kept).
+        out[:] = np.ascontiguousarray(rows[:, 4:]).view(f"V{length}").ravel().tolist()
     return out

@@ -137,13 +137,21 @@ def _to_array(buf, tensor: str, datatype: str, shape: tuple, model: str) -> np.n
             flat = bytes_tensor.deserialize(buf, count)
         except ValueError as e:
             raise InvalidArgument(f"{e} for inference input '{tensor}' for model '{model}'")
-        return flat.reshape(shape)
+        return _reshape(flat, shape, tensor, model)
     expected = count * dtypes.element_size(datatype)
     if expected != nbytes:
         raise InvalidArgument(
             f"input byte size mismatch for input '{tensor}' for model '{model}'. Expected {expected}, "
             f"got {nbytes}")
-    return np.frombuffer(buf, dtypes.numpy_dtype(datatype), count).reshape(shape)
+    return _reshape(np.frombuffer(buf, dtypes.numpy_dtype(datatype), count), shape, tensor, model)
+
+
+def _reshape(flat: np.ndarray, shape: tuple, tensor: str, model: str) -> np.ndarray:
+    try:
+        return flat.reshape(shape)
+    except ValueError:  # an empty tensor whose other dims overflow numpy's index type
+        raise InvalidArgument(f"unexpected shape for input '{tensor}' for model '{model}': "
+                              f"{list(shape)} is too large") from None
 
 
 def encode_response(resp: InferResponse, req: InferRequest, model: Model,

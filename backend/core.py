@@ -47,6 +47,9 @@ class InferenceCore:
             wanted = names
         failed = []
         for name in wanted:
+            entry = self.repository.entries.get(name)
+            if entry is not None and entry.versions:
+                continue  # already loaded as a step of an ensemble earlier in the list
             try:
                 await self.repository.load(name)
             except ServerError as e:

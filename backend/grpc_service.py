@@ -11,7 +11,7 @@ from proto import grpc_service_pb2 as pb
 from proto import grpc_service_pb2_grpc as pb_grpc
 
 from .core import InferenceCore
-from .errors import ServerError, Unavailable, Unsupported
+from .errors import InvalidArgument, ServerError, Unavailable, Unsupported
 
 log = logging.getLogger("backend.grpc")
 
@@ -55,6 +55,43 @@ class Restrictions:
             raise Unavailable(f"This protocol is restricted, expecting header '{need[0]}'")
 
 
+class Malformed:
+    """A request whose protobuf bytes did not parse; its handler answers INVALID_ARGUMENT."""
+
+    def __init__(self, rpc: str, error: Exception):
+        self.message = f"could not parse the {rpc} request: {error}"
+
+
+def _tolerant(parse, rpc: str):
+    def deserialize(data):
+        try:
+            return parse(data)
+        except Exception as e:  # DecodeError: grpc would answer UNKNOWN and log a traceback
+            return Malformed(rpc, e)
+    return deserialize
+
+
+class _Capture:
+    """Stands in for the server to receive the generated code's method handlers."""
+
+    def add_generic_rpc_handlers(self, handlers):
+        pass
+
+    def add_registered_method_handlers(self, service, handlers):
+        self.service, self.handlers = service, handlers
+
+
+def add_to_server(servicer, server):
+    """Register `servicer` as the generated add_*_to_server does, except that a request that does
+    not parse reaches its handler as `Malformed` instead of escaping grpc as UNKNOWN."""
+    cap = _Capture()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, cap)
+    handlers = {rpc: h._replace(request_deserializer=_tolerant(h.request_deserializer, rpc))
+                for rpc, h in cap.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(cap.service, handlers),))
+    server.add_registered_method_handlers(cap.service, handlers)
+
+
 def _rpc(fn):
     """Run a handler: check restrictions, map ServerError to its status, never leak UNKNOWN."""
     name = fn.__name__
@@ -63,6 +100,8 @@ def _rpc(fn):
     async def wrapper(self, request, context):
         try:
             self.restrictions.check(name, context)
+            if isinstance(request, Malformed):
+                raise InvalidArgument(request.message)
             return await fn(self, request, context)
         except ServerError as e:
             await context.abort(e.grpc_code, e.message)
@@ -138,6 +177,9 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def reader():
             async for req in request_iterator:
+                if isinstance(req, Malformed):
+                    await out.put(pb.ModelStreamInferResponse(error_message=req.message))
+                    continue
                 task = asyncio.ensure_future(one(req))
                 pending.add(task)
                 task.add_done_callback(pending.discard)

@@ -17,7 +17,7 @@ from .errors import InvalidArgument, NotFound, ServerError, Unavailable
 
 log = logging.getLogger("backend.repository")
 
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,255}$")  # 255: the longest file name
 _LOADERS = {"python": python_backend.load, "onnxruntime": onnxruntime_backend.load}
 
 
@@ -85,7 +85,7 @@ class Repository:
     def model_dir(self, name: str) -> str:
         if not valid_model_name(name):
             raise InvalidArgument(f"invalid model name '{name}': only letters, digits, '_', '-' and '.' are "
-                                  f"allowed")
+                                  f"allowed (at most 255)")
         path = os.path.realpath(os.path.join(self.root, name))
         if os.path.dirname(path) != self.root:
             raise InvalidArgument(f"invalid model name '{name}'")
@@ -105,6 +105,9 @@ class Repository:
             raise InvalidArgument(f"Request for unknown model: '{name}' is not found")
         if version:
             try:
+                # ASCII digits only: int() would also take " 1", "+1", "1_0" and other scripts' digits.
+                if not (version.isascii() and version.isdigit()):
+                    raise ValueError("not an integer")
                 v = int(version)
                 if v <= 0 or v > 2**63 - 1:
                     raise ValueError("out of range")
@@ -154,28 +157,34 @@ class Repository:
         model_dir = self.model_dir(name)
         if name in _stack:
             raise InvalidArgument(f"ensemble '{_stack[0]}' contains a cycle through '{name}'")
-        e = self.entry(name)
         src_dir = model_dir
         tmpdir = None
         if files:
             if not override_json:
                 raise InvalidArgument(f"failed to load '{name}': 'config' must be provided together with "
                                       f"model files")
-            tmpdir = tempfile.mkdtemp(prefix=f"model-{name}-")
+            # realpath: the containment check below compares resolved paths (/tmp may be a link).
+            tmpdir = os.path.realpath(tempfile.mkdtemp(prefix="model-"))
             src_dir = os.path.join(tmpdir, name)
-            os.makedirs(src_dir)
-            for rel, data in files.items():
-                dest = os.path.realpath(os.path.join(src_dir, rel))
-                if not rel or os.path.isabs(rel) or not dest.startswith(src_dir + os.sep):
-                    shutil.rmtree(tmpdir, ignore_errors=True)
-                    raise InvalidArgument(f"failed to load '{name}': file path '{rel}' leaves the model "
-                                          f"folder")
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                with open(dest, "wb") as f:
-                    f.write(data)
+            try:
+                os.makedirs(src_dir)
+                for rel, data in files.items():
+                    dest = os.path.realpath(os.path.join(src_dir, rel))
+                    if not rel or os.path.isabs(rel) or not dest.startswith(src_dir + os.sep):
+                        shutil.rmtree(tmpdir, ignore_errors=True)
+                        raise InvalidArgument(f"failed to load '{name}': file path '{rel}' leaves the model "
+                                              f"folder")
+                    os.makedirs(os.path.dirname(dest), exist_ok=True)
+                    with open(dest, "wb") as f:
+                        f.write(data)
+            except (OSError, ValueError) as err:  # a name too long or with a NUL, a file where a folder must be...
+                shutil.rmtree(tmpdir, ignore_errors=True)
+                raise InvalidArgument(f"failed to load '{name}': cannot write the model files: "
+                                      f"{getattr(err, 'strerror', None) or err}")
         elif not os.path.isdir(model_dir):
             raise InvalidArgument(f"failed to load '{name}', failed to poll from model repository: no "
                                   f"model folder '{name}'")
+        e = self.entry(name)  # only now: a refused name leaves no entry behind
         old_versions = dict(e.versions)
         e.state, e.reason = "LOADING", ""
         try:

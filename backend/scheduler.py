@@ -103,6 +103,7 @@ class InstanceModel(Model):
         if not self.batching:
             return batch
         size = first.batch
+        best = 1 if size in self.preferred else 0  # requests forming the largest preferred size
         while self._queue:
             nxt = self._queue[0]
             if nxt.future.done():
@@ -112,6 +113,12 @@ class InstanceModel(Model):
                 break
             batch.append(self._queue.popleft())
             size += nxt.batch
+            if size in self.preferred:
+                best = len(batch)
+        if best:
+            # As Triton: send the largest preferred batch size that can be made; the rest waits.
+            self._queue.extendleft(reversed(batch[best:]))
+            batch = batch[:best]
         return batch
 
     def _queued_items(self):

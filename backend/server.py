@@ -3,15 +3,14 @@
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
 import grpc
 
-from proto import grpc_service_pb2_grpc as pb_grpc
-
 from .core import InferenceCore
-from .grpc_service import Restrictions, Servicer
+from .grpc_service import Restrictions, Servicer, add_to_server
 from .repository import Repository
 
 log = logging.getLogger("backend.server")
@@ -103,7 +102,7 @@ async def serve(args) -> int:
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.so_reuseport", 0),
     ])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(core, restrictions), server)
+    add_to_server(Servicer(core, restrictions), server)
     address = f"{args.host}:{args.grpc_port}"
     creds = _credentials(args)
     port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
@@ -121,9 +120,18 @@ async def serve(args) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("Stopping: finishing requests in flight (up to %g s)", args.exit_timeout_secs)
+    stop_at = loop.time() + args.exit_timeout_secs
     core.shutting_down = True
     await server.stop(args.exit_timeout_secs)
-    await core.close()
+    try:
+        await asyncio.wait_for(core.close(), max(1.0, stop_at - loop.time()))
+    except asyncio.TimeoutError:
+        # A model thread still runs (a hung execute): it cannot be interrupted, and both asyncio
+        # and the interpreter would wait for it at exit. The grace period is the bound.
+        log.error("a model is still executing after the %g s grace period: exiting without it",
+                  args.exit_timeout_secs)
+        logging.shutdown()
+        os._exit(0)
     log.info("Stopped")
     return 0
 

@@ -46,9 +46,17 @@ def connect(url: str, model: str, timeout_s: float = 10.0) -> grpcclient.Inferen
     return client
 
 
-def is_unavailable(err: InferenceServerException) -> bool:
-    """True when the error means the server went away (not that it refused one request)."""
-    return err.status() == "StatusCode.UNAVAILABLE"
+def is_unavailable(err: Exception) -> bool:
+    """True for gRPC UNAVAILABLE: the server is gone, or it refused this request (overload,
+    execution timeout); `server_gone` tells which."""
+    return isinstance(err, InferenceServerException) and err.status() == "StatusCode.UNAVAILABLE"
+
+
+def server_gone(client: grpcclient.InferenceServerClient, timeout_s: float = 5.0) -> bool:
+    try:
+        return not client.is_server_live(client_timeout=timeout_s)
+    except InferenceServerException:
+        return True
 
 
 def exit_unavailable(err: Exception) -> NoReturn:

@@ -41,7 +41,7 @@ from tritonclient.utils import shared_memory as shm
 
 from client import server_stats
 from client.connection import (DEFAULT_URL, EXIT_UNAVAILABLE, ServerUnavailable, connect,
-                               exit_unavailable, is_unavailable)
+                               exit_unavailable, is_unavailable, server_gone)
 from client.perf_inputs import TensorSpec, load_samples, parse_shape_args, tensor_specs
 from client.perf_inputs import to_perf_analyzer_json
 
@@ -248,12 +248,10 @@ class Load:
                 start = time.perf_counter_ns()
                 inputs, outputs = self._build(slot)
                 send = time.perf_counter_ns() - start
-                try:
-                    result = self.client.infer(self.model, inputs, outputs=outputs)
-                except InferenceServerException as err:
-                    self._fail(err)
-                    break
+                result = self.client.infer(self.model, inputs, outputs=outputs)
                 self._record(start, send, result, slot)
+        except Exception as err:  # noqa: BLE001 - any failure ends the measurement, reported
+            self._fail(err)
         finally:
             self._slot_done()
 
@@ -262,9 +260,9 @@ class Load:
             self._slot_done()
             return
         start = time.perf_counter_ns()
-        inputs, outputs = self._build(slot)
-        send = time.perf_counter_ns() - start
         try:
+            inputs, outputs = self._build(slot)
+            send = time.perf_counter_ns() - start
             if self.mode == "async":
                 self.client.async_infer(
                     self.model, inputs, outputs=outputs,
@@ -275,16 +273,20 @@ class Load:
                     self._pending[request_id] = (slot, start, send)
                 self.client.async_stream_infer(self.model, inputs, outputs=outputs,
                                                request_id=request_id)
-        except InferenceServerException as err:
+        except Exception as err:  # noqa: BLE001
             self._fail(err)
             self._slot_done()
 
     def _on_async(self, slot: int, start: int, send: int, result, error) -> None:
+        if error is None:
+            try:
+                self._record(start, send, result, slot)
+            except Exception as err:  # noqa: BLE001 - gRPC would swallow it in its callback
+                error = err
         if error is not None:
             self._fail(error)
             self._slot_done()
             return
-        self._record(start, send, result, slot)
         self._issue(slot)
 
     def _on_stream(self, result, error) -> None:
@@ -301,7 +303,12 @@ class Load:
         if entry is None:
             return
         slot, start, send = entry
-        self._record(start, send, result, slot)
+        try:
+            self._record(start, send, result, slot)
+        except Exception as err:  # noqa: BLE001
+            self._fail(err)
+            self._slot_done()
+            return
         self._issue(slot)
 
     # -- control ---------------------------------------------------------------------------
@@ -403,8 +410,8 @@ def csv_row(concurrency: int, merged: Window, model: str) -> list:
     n = max(merged.count, 1)
     send, recv = merged.send_ns / n / 1e3, merged.recv_ns / n / 1e3
     server = merged.server.get(model)
-    parts = [server.avg_us(p) if server else 0.0 for p in server_stats.PARTS]
-    if server and server.success_count:   # perf_analyzer divides by successful requests
+    parts = [0.0] * len(server_stats.PARTS)
+    if server and server.success_count:   # perf_analyzer divides every part by successes
         parts = [getattr(server, f"{p}_ns") / server.success_count / 1e3
                  for p in server_stats.PARTS]
     network = max(0.0, merged.avg_latency_us - send - recv - sum(parts))
@@ -515,14 +522,10 @@ def main(argv: list[str] | None = None) -> int:
             summary.append(f"Concurrency: {level}, throughput: {merged.throughput:.2f} "
                            f"infer/sec, latency {merged.avg_latency_us:.0f} usec"
                            + ("" if stable else " (not stable)"))
-    except RequestError as err:
-        cause = err.args[0]
+    except (RequestError, InferenceServerException) as err:
+        cause = err.args[0] if isinstance(err, RequestError) else err
         print(f"error: requests to '{args.model}' at {args.url} failed: {cause}", file=sys.stderr)
-        code = (EXIT_UNAVAILABLE if isinstance(cause, InferenceServerException)
-                and is_unavailable(cause) else 1)
-    except InferenceServerException as err:
-        print(f"error: {args.url}: {err}", file=sys.stderr)
-        code = EXIT_UNAVAILABLE if is_unavailable(err) else 1
+        code = EXIT_UNAVAILABLE if is_unavailable(cause) and server_gone(client) else 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         code = 130

@@ -39,6 +39,15 @@ def server(test_repo):
 
 
 @pytest.fixture(scope="session")
+def triton_client(server):
+    """tritonclient's gRPC client on the shared `server`."""
+    import tritonclient.grpc as grpcclient
+    c = grpcclient.InferenceServerClient(server.url)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
 def tiny_pose_repo(tmp_path_factory):
     """model_repository/ with a reduced-size random-weight HRNet (fast on 2 cores)."""
     repo = os.path.join(str(tmp_path_factory.mktemp("pose")), "model_repository")

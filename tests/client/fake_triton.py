@@ -67,9 +67,11 @@ METADATA = {
 class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, answers: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
                  reject: set[str] | None = None, delay_s: float = 0.0,
-                 random_weights: bool = False):
+                 random_weights: bool = False,
+                 reject_code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
         self.answers = answers or {}      # image sha256 -> (keypoints [P,17,3], scores [P])
-        self.reject = reject or set()     # image sha256s answered with INVALID_ARGUMENT
+        self.reject = reject or set()     # image sha256s answered with an error
+        self.reject_code = reject_code
         self.delay_s = delay_s
         self.configs = model_configs(random_weights)
         self.requests: list[str] = []     # sha256 of every pose image received, in order
@@ -167,7 +169,7 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
             time.sleep(self.delay_s)
             if key in self.reject:
                 self.count(["hrnet_pose"], start, failed=True)
-                raise Reject(grpc.StatusCode.INVALID_ARGUMENT,
+                raise Reject(self.reject_code,
                              "in ensemble 'hrnet_pose', unable to decode the image")
             keypoints, scores = self.answers.get(
                 key, (np.zeros((0, 17, 3), np.float32), np.zeros(0, np.float32)))
