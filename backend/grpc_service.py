@@ -113,6 +113,14 @@ def _rpc(fn):
     return wrapper
 
 
+def _repository_params(request) -> dict:
+    """RepositoryModelLoad/Unload parameters as plain values (one repository only)."""
+    if request.repository_name:
+        raise Unsupported("the server has one repository: 'repository_name' must be empty")
+    return {k: getattr(v, v.WhichOneof("parameter_choice")) if v.WhichOneof("parameter_choice")
+            else None for k, v in request.parameters.items()}
+
+
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, core: InferenceCore, restrictions: Restrictions | None = None):
         self.core = core
@@ -210,20 +218,12 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def RepositoryModelLoad(self, request, context):
-        if request.repository_name:
-            raise Unsupported("the server has one repository: 'repository_name' must be empty")
-        params = {k: getattr(v, v.WhichOneof("parameter_choice")) if v.WhichOneof("parameter_choice")
-                  else None for k, v in request.parameters.items()}
-        await self.core.load(request.model_name, params)
+        await self.core.load(request.model_name, _repository_params(request))
         return pb.RepositoryModelLoadResponse()
 
     @_rpc
     async def RepositoryModelUnload(self, request, context):
-        if request.repository_name:
-            raise Unsupported("the server has one repository: 'repository_name' must be empty")
-        params = {k: getattr(v, v.WhichOneof("parameter_choice")) if v.WhichOneof("parameter_choice")
-                  else None for k, v in request.parameters.items()}
-        await self.core.unload(request.model_name, params)
+        await self.core.unload(request.model_name, _repository_params(request))
         return pb.RepositoryModelUnloadResponse()
 
     @_rpc
