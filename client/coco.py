@@ -192,7 +192,8 @@ def write_json(path: str | os.PathLike, data) -> None:
     os.replace(tmp, path)
 
 
-def evaluate(annotation_file: str | os.PathLike, results: list[dict], image_ids) -> dict[str, float]:
+def evaluate(annotation_file: str | os.PathLike, results: list[dict],
+             image_ids) -> dict[str, float]:
     """The ten COCO keypoint stats of `results` over `image_ids` (xtcocotools, COCO sigmas)."""
     from xtcocotools.coco import COCO
     from xtcocotools.cocoeval import COCOeval

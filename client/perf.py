@@ -77,7 +77,9 @@ class Window:
     def percentile_us(self, p: int) -> float:
         """perf_analyzer's rule: the sorted latency at index round(p/100 * (n-1))."""
         ordered = np.sort(self.latencies_ns)
-        return float(ordered[int(p / 100 * (ordered.size - 1) + 0.5)]) / 1e3 if ordered.size else 0.0
+        if not ordered.size:
+            return 0.0
+        return float(ordered[int(p / 100 * (ordered.size - 1) + 0.5)]) / 1e3
 
 
 def is_stable(windows: list[Window], threshold: float) -> bool:
@@ -174,7 +176,8 @@ class Load:
     """
 
     def __init__(self, url: str, model: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 samples: list[dict], mode: str = "sync", regions: SharedMemoryRegions | None = None):
+                 samples: list[dict], mode: str = "sync",
+                 regions: SharedMemoryRegions | None = None):
         self.model, self.inputs, self.outputs = model, inputs, outputs
         self.samples, self.mode, self.regions = samples, mode, regions
         self.client = grpcclient.InferenceServerClient(url)

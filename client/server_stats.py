@@ -78,9 +78,9 @@ def model_delta(name: str, before: dict, after: dict) -> ModelTimes:
             if stat_count(after[(name, v)], "queue") > stat_count(before.get((name, v)), "queue")]
     version = (grew or versions)[-1]
     end, start = after[(name, version)], before.get((name, version))
-    times = ModelTimes(name, version,
-                       inference_count=end.inference_count - (start.inference_count if start else 0),
-                       execution_count=end.execution_count - (start.execution_count if start else 0))
+    times = ModelTimes(name, version)
+    for counter in ("inference_count", "execution_count"):
+        setattr(times, counter, getattr(end, counter) - (getattr(start, counter) if start else 0))
     for part in ("success", "fail") + PARTS:
         setattr(times, f"{part}_count", stat_count(end, part) - stat_count(start, part))
         setattr(times, f"{part}_ns", stat_ns(end, part) - stat_ns(start, part))

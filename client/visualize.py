@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or Path(f"{args.image.stem}_pose.png")
     write_png(output, draw_poses(image, keypoints, scores, args.min_score))
     drawn = int(((keypoints[:, :, 2] >= args.min_score).any(axis=1)).sum()) if len(scores) else 0
-    print(f"{output}: {len(scores)} people found, {drawn} drawn (joints scoring >= {args.min_score})")
+    print(f"{output}: {len(scores)} people found, {drawn} drawn "
+          f"(joints scoring >= {args.min_score})")
     return 0
 
 

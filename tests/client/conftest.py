@@ -36,15 +36,6 @@ def fake_server(truth_answers):
         yield server
 
 
-@pytest.fixture(scope="session")
-def pose_server(tiny_pose_repo):
-    """A real server on the project's repository with the reduced-size HRNet, pipeline ready."""
-    from tests.serverproc import start_server, wait_ready
-    with start_server(tiny_pose_repo) as server:
-        wait_ready(server.url, "hrnet_pose").close()
-        yield server
-
-
 @pytest.fixture
 def free_url() -> str:
     """A loopback address nothing listens on."""

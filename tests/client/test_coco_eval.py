@@ -2,7 +2,6 @@
 rejections, interruptions); tests/client/test_with_server.py runs it against the real server."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
