@@ -136,6 +136,30 @@ def _residual_end_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
     return norms
 
 
+# Random-init heatmaps are made to look like a trained network's: mostly well below the
+# detection threshold (0.1) with rare peaks. Raw random maps sit above it almost everywhere,
+# which makes every pixel a candidate and grouping find hundreds of "people" per image.
+_HEAT_MEAN, _HEAT_STD = -0.25, 0.05
+
+
+def _sparse_heatmaps(model: nn.Module, gen: torch.Generator) -> None:
+    """Rescale the heatmap half of the final 1x1 conv so its outputs have mean _HEAT_MEAN and
+    std _HEAT_STD on a seeded random image (tag channels are left as they are)."""
+    head = getattr(getattr(model, "keypoint_head", None), "final_layer", None)
+    if head is None:
+        return
+    joints = head.out_channels // 2
+    was_training = model.training
+    model.eval()
+    x = torch.randn(1, 3, 128, 128, generator=gen)
+    heat = model(x)[0, :joints].reshape(joints, -1)
+    model.train(was_training)
+    mean, std = heat.mean(1), heat.std(1).clamp_min(1e-6)
+    k = (_HEAT_STD / std)
+    head.weight[:joints] *= k[:, None, None, None]
+    head.bias[:joints] = (head.bias[:joints] - mean) * k + _HEAT_MEAN
+
+
 def random_init(model: nn.Module, seed: int = 0) -> dict[str, str]:
     """Seeded random weights, for running the pipeline without the real checkpoint.
 
@@ -159,6 +183,7 @@ def random_init(model: nn.Module, seed: int = 0) -> dict[str, str]:
                 m.num_batches_tracked.zero_()
         for bn in _residual_end_norms(model):
             bn.weight.mul_(0.2)
+        _sparse_heatmaps(model, gen)
     banner = "#" * 78
     message = (f"HRNet weights are RANDOM (seed {seed}), not the trained checkpoint: network "
                "outputs, poses and COCO AP are meaningless.")
