@@ -50,7 +50,7 @@ check-perf-analyzer: install
 fuzz: install
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} $(PY) -m pytest -q -s tests/reliability/test_fuzz.py -m slow
 
-soak: model
+soak: install
 	$(PY) -m tests.reliability.soak
 
 clean:

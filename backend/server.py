@@ -38,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--log-verbose", type=int, default=0)
     p.add_argument("--model-execution-timeout", type=float, default=0, metavar="SECONDS",
                    help="fail a model execution's requests after this long (0 = no limit)")
+    p.add_argument("--max-request-bytes", type=int, default=MAX_MESSAGE,
+                   help="refuse gRPC messages larger than this (RESOURCE_EXHAUSTED; default 2 GiB - 1)")
     p.add_argument("--max-inflight-requests", type=int, default=0,
                    help="refuse requests beyond this many at once (0 = no limit)")
     p.add_argument("--exit-timeout-secs", type=float, default=30,
@@ -50,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--grpc-restricted-protocol", action="append", default=[],
                    metavar="<api list>:<key>=<value>")
     args = p.parse_args(argv)
+    if args.max_request_bytes < 1:
+        p.error("--max-request-bytes must be positive")
     if args.model_control_mode == "poll":
         p.error("--model-control-mode=poll is not supported (use none or explicit)")
     return args
@@ -99,7 +103,7 @@ async def serve(args) -> int:
 
     server = grpc.aio.server(options=[
         ("grpc.max_send_message_length", MAX_MESSAGE),
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_receive_message_length", min(args.max_request_bytes, MAX_MESSAGE)),
         ("grpc.so_reuseport", 0),
     ])
     add_to_server(Servicer(core, restrictions), server)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from backend import bytes_tensor
 from proto import grpc_service_pb2 as pb
 
-from .wire import OK, Client
+from .wire import Client
 
 C = grpc.StatusCode
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -23,6 +23,9 @@ CONTENTS = ["bool_contents", "int_contents", "int64_contents", "uint_contents", 
             "fp32_contents", "fp64_contents", "bytes_contents"]
 # Models too slow to execute thousands of times (a 300 ms batching delay) are left out.
 SKIP_MODELS = {"batch_delay"}
+# Models fed only values in [0, 1) when a request is meant to reach them: hrnet/grouping.py runs for
+# seconds on maps of huge finite values (~1e20: 10 s, then IndexError), a pipeline issue of its own.
+BOUNDED_MODELS = {"grouping"}
 HOSTILE_NAMES = ["..", "../identity", "a/b", "/etc/passwd", "identity/../add_sub", "", " ", "\x00",
                  "x" * 300, "ünïcode", "%2e%2e", "..\\..\\x"]
 HOSTILE_KEYS = ["/../../etc/passwd", "../x", "/a/b", "", "/", "//", "/..", "/dev/null", "/\x00x",
@@ -74,11 +77,14 @@ def shm_params(draw, regions):
 SIZES_NP = {"INT32": "<i4", "FP32": "<f4", "INT64": "<i8", "FP64": "<f8"}
 
 
-def _consistent_bytes(draw, datatype, shape):
+def _consistent_bytes(draw, datatype, shape, bounded=False):
     """Data of exactly the size the shape needs (to get past validation into the model)."""
     count = int(np.prod(shape, dtype=object)) if shape else 1
     if count > 4096:
         return draw(st.binary(max_size=64))
+    if bounded and datatype in SIZES_NP:
+        seed = draw(st.integers(0, 2**32 - 1))
+        return np.random.default_rng(seed).random(count).astype(SIZES_NP[datatype]).tobytes()
     if datatype == "BYTES":
         items = draw(st.lists(st.binary(max_size=16), min_size=count, max_size=count))
         return bytes_tensor.serialize(np.array(items + [b""], dtype=object)[:count])
@@ -112,14 +118,17 @@ def plausible_requests(draw, models: dict, regions: list):
     for inp_name, datatype, dims in spec["inputs"]:
         shape = _shape_for(draw, dims, spec["batching"], batch)
         t = msg.inputs.add(name=inp_name, datatype=datatype, shape=shape)
-        data = _consistent_bytes(draw, datatype, shape)
-        how = draw(st.sampled_from(["raw", "raw", "raw", "contents", "shm"]))
+        bounded = name in BOUNDED_MODELS
+        data = _consistent_bytes(draw, datatype, shape, bounded)
+        # (the shared-memory region holds whatever earlier outputs left there: not for bounded models)
+        how = draw(st.sampled_from(["raw", "raw", "raw", "contents"] + ([] if bounded else ["shm"])))
         if how == "shm" and len(data) <= 4096:
             offset = draw(st.integers(0, 4096 - len(data)))
             t.parameters["shared_memory_region"].string_param = "rel_fuzz"
             t.parameters["shared_memory_byte_size"].int64_param = len(data)
             t.parameters["shared_memory_offset"].int64_param = offset
-        elif how == "contents" and datatype in ("INT32", "FP32", "BYTES", "INT64", "FP64") and len(data) <= 4096:
+        elif how == "contents" and datatype in ("INT32", "FP32", "BYTES", "INT64", "FP64") and \
+                np.prod(shape, dtype=object) <= 1024:  # (larger: random bytes, see _consistent_bytes)
             if datatype == "BYTES":
                 t.contents.bytes_contents.extend(bytes_tensor.deserialize(data).tolist())
             else:
@@ -307,6 +316,11 @@ class Fuzzer:
             assert "model '" in details or "to hold the results" in details, \
                 f"INTERNAL not naming a model for {rpc}: {details}\nrequest: {req!r:.2000}"
         assert self.server.alive(), f"server died on {rpc}: {req!r:.2000}"
+
+    def top_messages(self, per_code=3) -> str:
+        """The most frequent message starts of each error code."""
+        return "\n".join(f"  {code}: " + " | ".join(f"{n} x {m!r}" for m, n in msgs.most_common(per_code))
+                         for code, msgs in self.messages.items() if code != "OK")
 
     def summary(self) -> str:
         elapsed = time.monotonic() - self.started

@@ -3,6 +3,7 @@ every malformed request the tests send one to prove the server still serves corr
 
 import os
 
+import cv2
 import numpy as np
 
 from .wire import OK, Client, output, request
@@ -12,12 +13,10 @@ COCO_IMAGES = os.path.join(ROOT, "data", "coco_mini", "val2017")
 POSE_MODELS = ("preprocess", "hrnet_om", "grouping", "hrnet_pose")
 
 
-def small_image() -> bytes:
-    """A small flat JPEG: the tiny random-weight network finds fewer peaks in it than in a
-    photo, so grouping takes about 1 s instead of 10."""
-    import cv2
-    img = np.full((48, 64, 3), 128, np.uint8)
-    return cv2.imencode(".jpg", img)[1].tobytes()
+def small_image(i: int = 0) -> bytes:
+    """A small dark flat JPEG (`i` varies size and shade): the tiny random-weight network finds
+    fewer peaks in it than in a photo, so grouping takes under a second instead of ten."""
+    return cv2.imencode(".jpg", np.full((16 + 4 * i, 16, 3), 20 + 10 * i, np.uint8))[1].tobytes()
 
 
 def coco_image(index: int = 0) -> bytes:
@@ -86,39 +85,44 @@ def _grouping_maps():
     return maps
 
 
-_INT = lambda *s: np.arange(int(np.prod(s)), dtype=np.int32).reshape(s)  # noqa: E731
+def _int32(*shape):
+    return np.arange(int(np.prod(shape)), dtype=np.int32).reshape(shape)
+
+
+def _introspect(a, resp):
+    assert output(resp, "ARGS").shape == (1,) and b"model_config" in output(resp, "ARGS")[0]
+
 
 GOOD = {
-    "identity": (lambda: {"INPUT0": _fp32(2, 5)}, _same("INPUT0", "OUTPUT0"), {}),
-    "add_sub": (lambda: {"INPUT0": _fp32(4), "INPUT1": _fp32(4, seed=1)}, _add_sub(), {}),
-    "add_onnx": (lambda: {"INPUT0": _fp32(3, 4), "INPUT1": _fp32(3, 4, seed=1)}, _add_sub(), {}),
-    "ensemble_add": (lambda: {"INPUT0": _fp32(2, 4), "INPUT1": _fp32(2, 4, seed=1)}, _add_sub(), {}),
-    "bls_add": (lambda: {"INPUT0": _fp32(4), "INPUT1": _fp32(4, seed=1)}, _add_sub("OUTPUT0", None), {}),
-    "async_bls": (lambda: {"INPUT0": _fp32(4), "INPUT1": _fp32(4, seed=1)}, _add_sub("SUM", "DIFF"), {}),
-    "echo_bytes": (lambda: {"INPUT0": np.array([[b"ab", b"", b"x\x00y"]], dtype=object)}, _echo_bytes, {}),
-    "raises": (lambda: {"INPUT0": _INT(5)}, _same("INPUT0", "OUTPUT0"), {}),
-    "ensemble_raises": (lambda: {"IN": _INT(3)}, _same("IN", "OUT"), {}),
-    "alt_config": (lambda: {"INPUT0": _INT(2)}, _same("INPUT0", "OUTPUT0"), {}),
-    "batch_delay": (lambda: {"INPUT0": _fp32(1, 1)}, _same("INPUT0", "OUTPUT0"), {}),
-    "slow": (lambda: {"INPUT0": _INT(1)}, _same("INPUT0", "OUTPUT0"), {}),
-    "twin_a": (lambda: {"INPUT0": _INT(1)}, _twin, {}),
-    "twin_b": (lambda: {"INPUT0": _INT(1)}, _twin, {}),
-    "versioned": (lambda: {"INPUT0": _INT(1)}, _version, {}),
-    "introspect": (lambda: {"INPUT0": _INT(1)}, lambda a, r: output(r, "ARGS"), {}),
-    "rel_hang": (lambda: {"INPUT0": _INT(1)}, _same("INPUT0", "OUTPUT0"), {}),
-    "preprocess": (lambda: {"IMAGE": np.array([coco_image()], dtype=object)}, _preprocess, {}),
-    "hrnet_om": (lambda: {"input": _fp32(1, 3, 64, 64)}, _net, {}),
+    "identity": (lambda: {"INPUT0": _fp32(2, 5)}, _same("INPUT0", "OUTPUT0")),
+    "add_sub": (lambda: {"INPUT0": _fp32(4), "INPUT1": _fp32(4, seed=1)}, _add_sub()),
+    "add_onnx": (lambda: {"INPUT0": _fp32(3, 4), "INPUT1": _fp32(3, 4, seed=1)}, _add_sub()),
+    "ensemble_add": (lambda: {"INPUT0": _fp32(2, 4), "INPUT1": _fp32(2, 4, seed=1)}, _add_sub()),
+    "bls_add": (lambda: {"INPUT0": _fp32(4), "INPUT1": _fp32(4, seed=1)}, _add_sub("OUTPUT0", None)),
+    "async_bls": (lambda: {"INPUT0": _fp32(4), "INPUT1": _fp32(4, seed=1)}, _add_sub("SUM", "DIFF")),
+    "echo_bytes": (lambda: {"INPUT0": np.array([[b"ab", b"", b"x\x00y"]], dtype=object)}, _echo_bytes),
+    "raises": (lambda: {"INPUT0": _int32(5)}, _same("INPUT0", "OUTPUT0")),
+    "ensemble_raises": (lambda: {"IN": _int32(3)}, _same("IN", "OUT")),
+    "alt_config": (lambda: {"INPUT0": _int32(2)}, _same("INPUT0", "OUTPUT0")),
+    "batch_delay": (lambda: {"INPUT0": _fp32(1, 1)}, _same("INPUT0", "OUTPUT0")),
+    "slow": (lambda: {"INPUT0": _int32(1)}, _same("INPUT0", "OUTPUT0")),
+    "twin_a": (lambda: {"INPUT0": _int32(1)}, _twin),
+    "twin_b": (lambda: {"INPUT0": _int32(1)}, _twin),
+    "versioned": (lambda: {"INPUT0": _int32(1)}, _version),
+    "introspect": (lambda: {"INPUT0": _int32(1)}, _introspect),
+    "rel_hang": (lambda: {"INPUT0": _int32(1)}, _same("INPUT0", "OUTPUT0")),
+    "preprocess": (lambda: {"IMAGE": np.array([coco_image()], dtype=object)}, _preprocess),
+    "hrnet_om": (lambda: {"input": _fp32(1, 3, 64, 64)}, _net),
     "grouping": (lambda: {"OUTPUT": _grouping_maps(), "CENTER": np.array([64, 64], np.float32),
-                          "SCALE": np.array([128, 128], np.float32)}, _grouping, {}),
-    "hrnet_pose": (lambda: {"IMAGE": np.array([small_image()], dtype=object)}, _pose, {}),
+                          "SCALE": np.array([128, 128], np.float32)}, _grouping),
+    "hrnet_pose": (lambda: {"IMAGE": np.array([small_image()], dtype=object)}, _pose),
 }
 
 
 def good_request(model: str, id: str = "") -> tuple:
     """(request, arrays sent) of a correct request for `model`."""
-    make, _, params = GOOD[model]
-    arrays = make()
-    return request(model, arrays, id=id, params=params), arrays
+    arrays = GOOD[model][0]()
+    return request(model, arrays, id=id), arrays
 
 
 def check_serves(client: Client, model: str):

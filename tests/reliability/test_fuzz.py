@@ -19,7 +19,7 @@ from .fuzzing import Fuzzer, calls, model_specs
 from .samples import check_serves
 from .wire import OK, Client, ShmRegion, rss_bytes
 
-SHORT_EXAMPLES = 300
+SHORT_EXAMPLES = 500
 CHUNK = 250          # examples between two health checks and RSS samples
 MAX_RSS_GROWTH = 0.10
 
@@ -70,6 +70,6 @@ def test_fuzz_long(rel_server):
     growth = (end - base) / base
     print(f"\nfuzz (long): {fuzzer.summary()}\n"
           f"server RSS: {base / 2**20:.1f} MiB after the first {CHUNK} calls, {end / 2**20:.1f} MiB at the "
-          f"end ({growth:+.1%}); peak {max(rss) / 2**20:.1f} MiB")
+          f"end ({growth:+.1%}); peak {max(rss) / 2**20:.1f} MiB\n{fuzzer.top_messages()}")
     assert escaped_exceptions(rel_server.log) == []
     assert growth < MAX_RSS_GROWTH
