@@ -1,22 +1,26 @@
 """Associative-embedding grouping: HRNet output maps -> people with keypoints in image pixels.
 
-Serving code (numpy, munkres and cv2; never torch). It returns what mmpose 0.x computes at test time
+Serving code (numpy, munkres, cv2; never torch). It returns what mmpose 0.x computes at test time
 for `hrnet_w32_coco_512x512` (flip merge, x4 bilinear resize, HeatmapParser.parse with adjust and
 refine, get_group_preds; docs/reference-ae.md sections 4-5), bit for bit: same people, same order,
-same float32 keypoints. tests/hrnet/test_grouping.py checks that against a torch replica.
+same float32 keypoints and scores. tests/hrnet/test_grouping.py checks it against a torch replica.
 
 mmpose resizes all 68 maps to input size and scans them whole (~0.4 s, plus ~0.2 s per person for
-refine). Here input-size values are computed only where they can matter, each with torch's exact
-arithmetic, so the result does not change:
-* a resized value is a convex combination of 2x2 low-resolution values, so an input-size pixel is
-  bounded by its 3x3 low-resolution neighbourhood. A 16x16 tile whose bound stays below the
-  detection threshold cannot hold a detection; NMS and top-k run on the other tiles only (with a
-  halo for the NMS window);
-* refine's argmax of `heat - round(|tag - person_tag|)` is a branch and bound over tiles, then 4x4
-  cells, with the same bounds (heat max, tag box); only for missing joints, cells cached across
-  people;
-* torch.topk's order of equal values (border plateaus) is reproduced by replaying its
-  std::partial_sort on that joint's whole NMS map, computed only when such a tie matters.
+refine). Here input-size values are only computed where they can matter, each with torch's own
+arithmetic (its CPU bilinear kernel, fused multiply-adds included), so nothing changes:
+* a resized value is a convex combination of 2x2 low-resolution values, so a pixel is bounded by
+  its 3x3 low-resolution neighbourhood. NMS and top-k run exactly on the 16x16 tiles whose bound
+  reaches the detection threshold (with a halo for the NMS window); on busy maps, the maxima are
+  screened with an approximation (cv2) and only their values computed exactly;
+* torch.topk's order of equal values (border plateaus: the resize clamps, so the two outermost
+  rows/columns are equal) is replayed from its std::partial_sort, on that joint's whole NMS map;
+* refine's argmax of `heat - round(|tag - person tag|)` is a branch and bound over tiles and
+  4x4-pixel cells with the same kind of bounds (heat max, tag box), only for missing joints,
+  with cells cached across people;
+* the assignment is munkres 1.1.4 (its tie-breaking decides crowded scenes), skipped only when
+  its first steps already finish.
+Exactness holds for inputs with H + W > 128 and H * W >= 64 * max_num_people, where torch takes
+these code paths (any real input: min(H, W) = 512).
 """
 
 from __future__ import annotations
@@ -212,16 +216,6 @@ class _Maps:
             value = (value + self.block(self.heat[1], ks, rows, cols)) / _F32(2.0)
         return value
 
-    def dense_heat(self, joint):
-        """One joint's whole aggregated heatmap [H, W], resized separably (same per-pixel ops)."""
-        ry, rx = self.ry, self.rx
-        value = None
-        for m in self.heat:
-            t = self._lerp(m[joint][:, rx.i0], m[joint][:, rx.i1], rx.w0, rx.w1, rx.w0d)
-            t = self._lerp(t[ry.i0], t[ry.i1], ry.w0[:, None], ry.w1[:, None], ry.w0d[:, None])
-            value = t if value is None else (value + t) / _F32(2.0)
-        return value
-
 
 class _Bounds:
     """Bounds of input-size values per cell (the 4x4 pixels of one low-resolution pixel) and per
@@ -252,8 +246,10 @@ class _Bounds:
     def _tiled(self, cells, reduce, fill):
         """Reduce (np.maximum / np.minimum) cells [K, h, w] over 4x4 blocks -> tiles [K, ny, nx]."""
         k, h, w = cells.shape
-        padded = np.full((k, self.ny * _TILE, self.nx * _TILE), fill, cells.dtype)
-        padded[:, :h, :w] = cells
+        padded = cells
+        if (h, w) != (self.ny * _TILE, self.nx * _TILE):
+            padded = np.full((k, self.ny * _TILE, self.nx * _TILE), fill, cells.dtype)
+            padded[:, :h, :w] = cells
         cols = padded[:, :, 0::_TILE].copy()
         for j in range(1, _TILE):
             reduce(cols, padded[:, :, j::_TILE], out=cols)
@@ -316,7 +312,8 @@ class _Bounds:
         if len(todo):
             rows, cols = self.cell_pixels(todo % (h * w))
             ks = todo // (h * w)
-            values = [self.maps.heat_block(ks, rows, cols)] + [self.maps.block(t, ks, rows, cols) for t in self.maps.tags]
+            values = [self.maps.heat_block(ks, rows, cols)]
+            values += [self.maps.block(t, ks, rows, cols) for t in self.maps.tags]
             self._slots[todo] = np.arange(len(self._store[0]), len(self._store[0]) + len(todo))
             self._store = [np.concatenate([old, new]) for old, new in zip(self._store, values)]
         slots = self._slots[cell_ids]
@@ -338,6 +335,11 @@ def _nms_blocks(values, halo):
     return interior, interior == winmax
 
 
+# Above this share of tiles that may hold a detection, a joint's maxima are screened densely
+# (cv2 on the whole map) rather than computed exactly tile by tile (measured crossover).
+_DENSE_SHARE = 0.08
+
+
 def _detections(maps: _Maps, params: GroupingParams):
     """Per joint, None or (x, y, val, tags [n, L]): mmpose's top_k rows with val above the
     detection threshold, in torch.topk order."""
@@ -345,14 +347,23 @@ def _detections(maps: _Maps, params: GroupingParams):
     halo = params.nms_kernel // 2
     top = params.max_num_people
     side = _TILE * STRIDE
-    joint_ids, tile_ids = np.nonzero(bounds.tile_heat.reshape(k, -1) > thr)
-    chosen = []
+    active = bounds.tile_heat.reshape(k, -1) > thr
+    dense = active.mean(axis=1) > _DENSE_SHARE
+    maxima = {}  # joint -> _DenseMaxima, shared with the tie replay
+    parts = []  # (joint, flat index, value) of NMS maxima above the threshold
+    joint_ids, tile_ids = np.nonzero(active & ~dense[:, None])
     if len(tile_ids):
         interior, is_max = _nms_blocks(bounds.heat_blocks(joint_ids, tile_ids, halo), halo)
         t, yy, xx = np.nonzero(is_max & (interior > thr))
-        vals = interior[t, yy, xx]
-        ks = joint_ids[t]
         flat = (tile_ids[t] // bounds.nx * side + yy) * maps.size[0] + tile_ids[t] % bounds.nx * side + xx
+        parts.append((joint_ids[t], flat, interior[t, yy, xx]))
+    for joint in np.flatnonzero(dense):
+        maxima[joint] = _DenseMaxima(maps, joint, params.nms_kernel)
+        flat, vals = maxima[joint].above(thr)
+        parts.append((np.full(len(flat), joint), flat, vals))
+    chosen = []
+    if parts:
+        ks, flat, vals = (np.concatenate(p) for p in zip(*parts))
         order = np.lexsort((-vals, ks))
         ks, vals, flat = ks[order], vals[order], flat[order]
         starts = np.searchsorted(ks, np.arange(k + 1))
@@ -363,7 +374,11 @@ def _detections(maps: _Maps, params: GroupingParams):
             head = v[:top + 1]
             if np.any(head[1:] == head[:-1]):
                 # Equal values: their order, and which make the cut, is std::partial_sort's.
-                f, v = _topk_with_ties(maps, j, params)
+                if j not in maxima:
+                    maxima[j] = _DenseMaxima(maps, j, params.nms_kernel)
+                f, v = maxima[j].topk(top)
+                keep = v > thr
+                f, v = f[keep], v[keep]
             else:
                 f, v = flat[starts[j]:starts[j + 1]][:top], v[:top]
             if len(f):
@@ -382,47 +397,82 @@ def _detections(maps: _Maps, params: GroupingParams):
     return result
 
 
-def _topk_with_ties(maps: _Maps, joint, params: GroupingParams):
-    """torch.topk over one joint's whole NMS map, then the threshold: (flat indices, values).
+class _DenseMaxima:
+    """One joint's NMS maxima over the whole map, exact, found through a cheap approximation.
 
-    The heap select is replayed in index order. The first band of tiles goes in whole; once the
-    heap holds k values with a minimum >= 0, later elements can only enter if they exceed that
-    minimum (it never decreases), so only the tiles whose bound exceeds it are computed.
+    cv2.resize of the averaged low-resolution maps is within `eps` of torch's values, so pixels
+    clearly below a neighbour of their NMS window are not maxima, pixels clearly above all of
+    them are, and only the near-ties in between need their exact window. Exact values are
+    computed for the maxima only.
     """
-    bounds = maps.bounds
-    heap = _HeapSelect(params.max_num_people)
-    bound = bounds.tile_heat[joint].reshape(-1)
-    band, step = 0, 1
-    while band < bounds.ny:
-        # bands of tiles in growing groups: the minimum rises fast, the calls stay few
-        end = min(band + step, bounds.ny)
-        tiles = np.arange(band * bounds.nx, end * bounds.nx)
-        if not heap.full or heap.min < 0:
-            _feed_tiles(maps, heap, joint, tiles, params, None)
-        else:
-            _feed_tiles(maps, heap, joint, tiles[bound[tiles] > heap.min], params, heap.min)
-            step *= 2
-        band = end
-    idx, vals = heap.result()
-    keep = vals > params.detection_threshold
-    return idx[keep], vals[keep]
 
+    def __init__(self, maps: _Maps, joint, kernel):
+        self.maps, self.joint, self.halo = maps, joint, kernel // 2
+        width, height = maps.size
+        heat = [m[joint] for m in maps.heat]
+        low = heat[0] if len(heat) == 1 else (heat[0] + heat[1]) / _F32(2)
+        self.approx = cv2.resize(low, (width, height), interpolation=cv2.INTER_LINEAR).reshape(-1)
+        self.eps = _F32(_REL * sum(float(np.abs(m).max()) for m in heat) + _ABS)
+        ring = np.ones((kernel, kernel), np.uint8)
+        ring[self.halo, self.halo] = 0
+        # the largest other value in the NMS window (MaxPool pads with -inf)
+        others = cv2.dilate(self.approx.reshape(height, width), ring, borderType=cv2.BORDER_CONSTANT,
+                            borderValue=float(np.finfo(_F32).min))
+        self.margin = self.approx - others.reshape(-1)
 
-def _feed_tiles(maps: _Maps, heap, joint, tile_ids, params, floor):
-    """Stream the NMS map's values on tiles (all of them, or those above `floor`) in index order."""
-    if not len(tile_ids):
-        return
-    bounds = maps.bounds
-    halo = params.nms_kernel // 2
-    interior, is_max = _nms_blocks(bounds.heat_blocks(np.full(len(tile_ids), joint), tile_ids, halo), halo)
-    values = np.where(is_max, interior, _F32(0))  # what torch's heat * (heat == maxpool) keeps
-    rows, cols, rin, cin = bounds.tile_pixels(tile_ids, 0)
-    inside = rin[:, :, None] & cin[:, None, :]
-    if floor is not None:
-        inside &= values > floor
-    flat = (rows[:, :, None] * maps.size[0] + cols[:, None, :])[inside]
-    order = np.argsort(flat, kind="stable")
-    heap.feed(flat[order], values[inside][order])
+    def above(self, floor, lo=0, hi=None):
+        """(flat indices ascending, exact values) of the maxima in [lo, hi) with value > floor."""
+        width, height = self.maps.size
+        eps2 = 2 * self.eps
+        hot = lo + np.flatnonzero(self.approx[lo:hi] > _F32(floor) - self.eps)
+        margin = self.margin[hot]
+        sure = hot[margin > eps2]  # maxima for sure
+        near = hot[(margin >= -eps2) & (margin <= eps2)]  # near-ties: their exact window decides
+        ys, xs = sure // width, sure % width
+        flat, vals = [sure], [self.maps.heat_at(np.full(len(sure), self.joint), ys, xs)]
+        if len(near):
+            halo = self.halo
+            ys, xs = near // width, near % width
+            offs = np.arange(-halo, halo + 1)
+            wy, wx = ys[:, None, None] + offs[:, None], xs[:, None, None] + offs[None, :]
+            inside = (wy >= 0) & (wy < height) & (wx >= 0) & (wx < width)
+            window = self.maps.heat_at(np.full((len(near), 1, 1), self.joint),
+                                       np.clip(wy, 0, height - 1), np.clip(wx, 0, width - 1))
+            window = np.where(inside, window, -np.inf)
+            centre = window[:, halo, halo]
+            is_max = centre >= window.reshape(len(near), -1).max(axis=1)
+            flat.append(near[is_max])
+            vals.append(centre[is_max])
+        flat, vals = np.concatenate(flat), np.concatenate(vals)
+        order = np.argsort(flat)
+        flat, vals = flat[order], vals[order]
+        keep = vals > _F32(floor)
+        return flat[keep], vals[keep]
+
+    def topk(self, k):
+        """torch.topk(heat * (heat == maxpool(heat)), k) of this joint: (flat indices, values).
+
+        Replayed in index order, in stages of growing length: the heap minimum at the start of a
+        stage is a floor for what can enter during it, so only maxima above it are computed.
+        """
+        n = len(self.approx)
+        heap = _HeapSelect(k)
+        first = np.zeros(k, _F32)  # the NMS map's first k values seed the heap; non-maxima are 0
+        flat, vals = self.above(-np.inf, 0, k)
+        first[flat] = vals
+        heap.feed(np.arange(k), first)
+        lo, size = k, 1 << 12
+        while lo < n:
+            hi = min(n, lo + size)
+            if heap.min >= 0:  # NMS zeros cannot enter: the maxima above the minimum only
+                heap.feed(*self.above(heap.min, lo, hi))
+            else:
+                stream = np.zeros(hi - lo, _F32)
+                flat, vals = self.above(-np.inf, lo, hi)
+                stream[flat - lo] = vals
+                heap.feed(np.arange(lo, hi), stream)
+            lo, size = hi, size * 2
+        return heap.result()
 
 
 def _adjust_heap(hv, hi, hole, length, value, index):
@@ -466,6 +516,7 @@ class _HeapSelect:
         return self.hv[0]
 
     def feed(self, indices, values):
+        """Push elements (numpy arrays, ascending indices) through the heap select."""
         pos = 0
         if not self.full:
             take = min(self.k - len(self.hv), len(indices))
@@ -478,13 +529,16 @@ class _HeapSelect:
                 _adjust_heap(self.hv, self.hi, parent, self.k, self.hv[parent], self.hi[parent])
             self.full = True
         hv, hi, k = self.hv, self.hi, self.k
-        chunk = 1 << 15
-        for start in range(pos, len(indices), chunk):
-            seg = values[start:start + chunk]
-            sel = np.flatnonzero(seg > hv[0])  # prefilter: the heap minimum only grows
-            for j, v in zip(sel.tolist(), seg[sel].tolist()):
+        cand = np.flatnonzero(values[pos:] > hv[0]) + pos  # the heap minimum only grows
+        start, chunk = 0, 64
+        while start < len(cand):
+            sel = cand[start:start + chunk]
+            sel = sel[values[sel] > hv[0]]  # re-filtered with the current minimum
+            start += chunk
+            chunk = min(2 * chunk, 1 << 14)
+            for v, i in zip(values[sel].tolist(), indices[sel].tolist()):
                 if v > hv[0]:  # std::__pop_heap(first, middle, it)
-                    _adjust_heap(hv, hi, 0, k, v, int(indices[start + j]))
+                    _adjust_heap(hv, hi, 0, k, v, i)
 
     def result(self):
         """(indices, values) in torch.topk's order (descending values)."""
@@ -536,13 +590,9 @@ def _match_by_tag(cands, params: GroupingParams):
         dist = np.linalg.norm(diff, ord=2, axis=2)
         cost = np.round(dist) * 100 - joints[:, 2:3] if params.use_detection_val else np.copy(dist)
         added, num = cost.shape
-        if added == 1:
-            # munkres on a single row stars its first minimum (step 2) and stops.
-            pairs = [(0, int(np.argmin(cost[0])))]
-        else:
-            if added > num:
-                cost = np.concatenate((cost, np.zeros((added, added - num), dtype=_F32) + 1e10), axis=1)
-            pairs = Munkres().compute(cost.tolist())
+        if added > num:
+            cost = np.concatenate((cost, np.zeros((added, added - num), dtype=_F32) + 1e10), axis=1)
+        pairs = _munkres(cost)
         for row, col in pairs:
             if row < added and col < num and dist[row, col] < params.tag_threshold:
                 person = people[keys[col]]
@@ -552,6 +602,25 @@ def _match_by_tag(cands, params: GroupingParams):
             else:
                 _found(people, params, idx, joints[row], tags[row])
     return [person[0] for person in people.values()]
+
+
+def _munkres(cost):
+    """munkres 1.1.4 `Munkres().compute(cost)` (n <= m rows, float64).
+
+    Its steps 1-3 subtract each row's minimum, star the first zero of each row in a column not
+    starred yet, and stop if every row got one; those steps are run here with numpy, and the
+    solver only when they do not finish (same input, so the same tie-breaking either way).
+    """
+    zero = cost == cost.min(axis=1, keepdims=True)  # x - min == 0 exactly when x == min
+    free = np.ones(cost.shape[1], dtype=bool)
+    pairs = []
+    for row in range(len(cost)):
+        cols = np.flatnonzero(zero[row] & free)
+        if not len(cols):
+            return Munkres().compute(cost.tolist())
+        free[cols[0]] = False
+        pairs.append((row, int(cols[0])))
+    return pairs  # munkres' zero padding rows then star the free columns: nothing to report
 
 
 def _found(people, params, idx, joint, tag):
@@ -589,16 +658,24 @@ def _adjust(maps: _Maps, keypoints):
 def _refine(maps: _Maps, keypoints):
     """mmpose refine, for the joints each person misses: argmax of heat - round(tag distance)."""
     width, height = maps.size
-    prev = np.empty((len(keypoints), maps.tag_dims), _F32)
-    for i, person in enumerate(keypoints):
-        present = np.flatnonzero(person[:, 2] > 0)
-        x = np.clip(person[present, 0].astype(np.intp), 0, width - 1)
-        y = np.clip(person[present, 1].astype(np.intp), 0, height - 1)
-        prev[i] = np.mean(np.stack(maps.tags_at(present, y, x), axis=1), axis=0)
+    h, w = maps.low
+    # person tag: mean of the tags at its joints' pixels (adjusted coordinates truncate back)
+    pp, pk = np.nonzero(keypoints[:, :, 2] > 0)
+    px = np.clip(keypoints[pp, pk, 0].astype(np.intp), 0, width - 1)
+    py = np.clip(keypoints[pp, pk, 1].astype(np.intp), 0, height - 1)
+    tags = np.stack(maps.tags_at(pk, py, px), axis=1)
+    starts = np.searchsorted(pp, np.arange(len(keypoints) + 1))
+    prev = np.stack([np.mean(tags[starts[i]:starts[i + 1]], axis=0) for i in range(len(keypoints))])
     p, ks = np.nonzero(keypoints[:, :, 2] == 0)
     if not len(p):
         return
-    flat = _refine_argmax(maps.bounds, ks, prev[p])
+    # seeds for the search: the cells where the person's other joints are (tags match there)
+    query_of = np.full(keypoints.shape[:2], -1)
+    query_of[p, ks] = np.arange(len(p))
+    seed_q = query_of[pp[:, None], np.arange(maps.k)[None, :]]
+    seed_cell = ((py // STRIDE) * w + px // STRIDE)[:, None] + np.arange(maps.k)[None, :] * (h * w)
+    keep = seed_q >= 0
+    flat = _refine_argmax(maps.bounds, ks, prev[p], (seed_q[keep], seed_cell[keep]))
     ys, xs = flat // width, flat % width
     vals = maps.heat_at(ks, ys, xs)
     take = vals > 0
@@ -636,67 +713,73 @@ def _cell_norms(bounds: _Bounds, cell_ids, prev):
     return (heat - np.round(np.sqrt(sq))).reshape(len(cell_ids), -1)
 
 
-# Tiles examined per query in the successive rounds of the search (then all that remain).
-_ROUNDS = (1, 4, 16, 64)
+# Ranks (hottest first) of the candidate tiles examined per query in the successive rounds.
+_ROUNDS = (0, 1, 5, 21, 85)
+_HOT = 16  # tiles with the highest heat bound tried first for a lower bound
 
 
-def _refine_argmax(bounds: _Bounds, joints, prev):
+def _refine_argmax(bounds: _Bounds, joints, prev, seeds):
     """Flat input-size index of the row-major first argmax of each query's refine map
-    (query = a joint and a person tag).
+    (query = a joint and a person tag), given seed cells (query, joint * h * w + cell).
 
-    Best-first branch and bound: tiles in decreasing order of their upper bound, in growing
-    rounds; within a tile only the cells whose own bound reaches the best value found so far are
-    evaluated exactly. Every tile that could reach the final maximum is examined, so every pixel
-    that attains it has been evaluated and the first one in row-major order is exact.
+    Branch and bound: the seeds give each query a lower bound; only tiles whose heat bound
+    reaches it are bounded with their tag boxes; those are examined best-first in rounds, and
+    within a tile only the cells whose own bound reaches the best value so far are evaluated
+    exactly. Every pixel that attains the final maximum is evaluated, so the first one in
+    row-major order is exact.
     """
     n = len(joints)
-    h, w = bounds.maps.low
+    k, (h, w) = bounds.maps.k, bounds.maps.low
     width = bounds.maps.size[0]
     boxes = bounds.tag_boxes()
-    tile_up = _upper(bounds.tile_heat.reshape(bounds.maps.k, -1)[joints],
-                     [(lo.reshape(len(lo), -1)[joints], hi.reshape(len(hi), -1)[joints]) for _, (lo, hi) in boxes],
-                     prev[:, None, :])
+    tile_heat = bounds.tile_heat.reshape(k, -1)
+    count = tile_heat.shape[1]
+    order = np.argsort(-tile_heat, axis=1, kind="stable")
+    descending = -np.take_along_axis(tile_heat, order, axis=1)
+    # More seeds: each query's best-bounded tile among its joint's hottest tiles.
+    hot = order[joints, :_HOT]  # [n, hot]
+    key = joints[:, None] * count + hot
+    up = _upper(tile_heat.reshape(-1)[key], [(lo.reshape(-1)[key], hi.reshape(-1)[key]) for _, (lo, hi) in boxes],
+                prev[:, None, :])
+    cells = bounds.tile_cells(hot[np.arange(n), np.argmax(up, axis=1)])
+    seed_q = np.concatenate([seeds[0], np.repeat(np.arange(n), cells.shape[1])])
+    seed_cell = np.concatenate([seeds[1], (joints[:, None] * (h * w) + cells).reshape(-1)])
+    lower = np.full(n, -np.inf)
+    norms = _cell_norms(bounds, seed_cell, prev[seed_q])
+    np.maximum.at(lower, seed_q, norms.max(axis=1))
+    found = [(seed_q, seed_cell, norms)]  # (query, cell, norms [m, 16]) of evaluated cells
+    # Candidate tiles: per query, the prefix of its joint's tiles sorted by heat bound.
+    reach = np.empty(n, np.intp)
+    for joint in np.unique(joints):
+        mine = joints == joint
+        reach[mine] = np.searchsorted(descending[joint], -lower[mine], side="right")
+    query = np.repeat(np.arange(n), reach)
+    rank = np.arange(len(query)) - np.repeat(np.cumsum(reach) - reach, reach)
+    tile = order[joints[query], rank]
+    key = joints[query] * count + tile
+    up = _upper(tile_heat.reshape(-1)[key], [(lo.reshape(-1)[key], hi.reshape(-1)[key]) for _, (lo, hi) in boxes],
+                prev[query])
+    live = up >= lower[query]
+    query, tile, up, rank = query[live], tile[live], up[live], rank[live]
     cell_heat = bounds.cell_heat.reshape(-1)
     cell_boxes = [(lo.reshape(-1), hi.reshape(-1)) for (lo, hi), _ in boxes]
-    lower = np.full(n, -np.inf)
-    found = []  # (query, cell, norms [m, 16]) of every exactly evaluated cell
-    for size in _ROUNDS + (None,):
-        live = np.flatnonzero(tile_up.max(axis=1) >= lower)
-        if not len(live):
-            break
-        if size is None:
-            query, tile = np.nonzero(tile_up[live] >= lower[live, None])
-            query = live[query]
-        else:
-            size = min(size, tile_up.shape[1])
-            pick = (np.argmax(tile_up[live], axis=1)[:, None] if size == 1 else
-                    np.argpartition(-tile_up[live], size - 1, axis=1)[:, :size])
-            query = np.repeat(live, size)
-            tile = pick.reshape(-1)
-            reach = tile_up[query, tile] >= lower[query]
-            query, tile = query[reach], tile[reach]
-        tile_up[query, tile] = -np.inf  # examined
-        cells = bounds.tile_cells(tile)
-        query = np.repeat(query, cells.shape[1])
-        cells = joints[query] * (h * w) + cells.reshape(-1)
-        cell_up = _upper(cell_heat[cells], [(lo[cells], hi[cells]) for lo, hi in cell_boxes], prev[query])
-        # Each query's most promising cell first: it usually lifts the lower bound a lot.
-        top = np.full(n, -1)
-        top_up = np.full(n, -np.inf)
-        np.maximum.at(top_up, query, cell_up)
-        first = np.flatnonzero(cell_up == top_up[query])
-        top[query[first]] = first
-        first = top[top >= 0]
-        norms = _cell_norms(bounds, cells[first], prev[query[first]])
-        np.maximum.at(lower, query[first], norms.max(axis=1))
-        found.append((query[first], cells[first], norms))
-        keep = cell_up >= lower[query]
-        keep[first] = False
-        query, cells = query[keep], cells[keep]
+    # Hottest tiles first, in rounds: each round raises the lower bounds that prune the next.
+    for lo_rank, hi_rank in zip(_ROUNDS, _ROUNDS[1:] + (count,)):
+        sel = (rank >= lo_rank) & (rank < hi_rank)
+        sel &= up >= lower[query]
+        if not sel.any():
+            continue
+        q = query[sel]
+        cells = bounds.tile_cells(tile[sel])
+        q = np.repeat(q, cells.shape[1])
+        cells = joints[q] * (h * w) + cells.reshape(-1)
+        cell_up = _upper(cell_heat[cells], [(lo[cells], hi[cells]) for lo, hi in cell_boxes], prev[q])
+        keep = cell_up >= lower[q]
+        q, cells = q[keep], cells[keep]
         if len(cells):
-            norms = _cell_norms(bounds, cells, prev[query])
-            np.maximum.at(lower, query, norms.max(axis=1))
-            found.append((query, cells, norms))
+            norms = _cell_norms(bounds, cells, prev[q])
+            np.maximum.at(lower, q, norms.max(axis=1))
+            found.append((q, cells, norms))
     query, cells, norms = (np.concatenate(parts) for parts in zip(*found))
     rows, cols = bounds.cell_pixels(cells % (h * w))
     flat = (rows[:, :, None] * width + cols[:, None, :]).reshape(len(cells), -1)

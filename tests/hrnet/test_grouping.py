@@ -1,0 +1,334 @@
+"""hrnet.grouping against the torch replica of mmpose's post-processing (reference_ae.py):
+identical people, order, keypoints and scores on synthetic and network-like maps."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hrnet import grouping
+from hrnet.grouping import FLIP_INDEX, GroupingParams, group
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_ae import aggregate, reference_group  # noqa: E402
+
+K = 17
+# 640x425 image -> input 832x512: the reference-ae.md worked example
+CENTER, SCALE = (320, 212), (3.453125, 2.125)
+
+
+def _torch_fma():
+    """Whether this machine's torch bilinear kernel fuses multiply-adds (AVX2/AVX512 builds do).
+    (Outputs with H + W <= 128 take another, vectorised kernel: the probe stays above that.)"""
+    x = np.random.default_rng(0).standard_normal((1, 1, 16, 20)).astype(np.float32) * 3
+    want = F.interpolate(torch.from_numpy(x), size=(64, 80), mode="bilinear", align_corners=False).numpy()[0, 0]
+    out = np.concatenate([x, x], axis=1)  # [1, 2, h, w]: one heatmap, one tag map
+    ys, xs = np.mgrid[0:64, 0:80]
+    for fused in (True, False):
+        maps = grouping._Maps(out, GroupingParams(num_joints=1, flip_test=False, fused_multiply_add=fused))
+        if np.array_equal(maps.upsample(maps.heat[0], 0, ys, xs), want):
+            return fused
+    raise AssertionError("torch's bilinear resize matches neither the fused nor the plain float32 formula")
+
+
+FMA = _torch_fma()
+
+
+def params(**kw):
+    return GroupingParams(fused_multiply_add=FMA, **kw)
+
+
+def assert_parity(output, center=CENTER, scale=SCALE, **cfg):
+    """group() == reference_group() exactly; returns the keypoints and scores."""
+    flip = cfg.get("flip_test", True)
+    ref_cfg = {k: v for k, v in cfg.items() if k != "flip_test"}
+    want_kp, want_sc = reference_group(output, center, scale, flip_test=flip, **ref_cfg)
+    got_kp, got_sc = group(output, center, scale, params(**cfg))
+    assert got_kp.dtype == np.float32 and got_sc.dtype == np.float32
+    assert got_kp.shape == want_kp.shape, (got_kp.shape, want_kp.shape)
+    np.testing.assert_array_equal(got_kp, want_kp)
+    np.testing.assert_array_equal(got_sc, want_sc)
+    return got_kp, got_sc
+
+
+# ------------------------------------------------------------------------------ map builders
+
+def flip_pair(heat, tags, rng=None, noise=0.0):
+    """[2, 34, h, w]: the original output and a consistent mirrored-input output (mirrored,
+    left/right channels swapped), optionally with independent noise on the second."""
+    first = np.concatenate([heat, tags]).astype(np.float32)
+    flip = np.asarray(FLIP_INDEX)
+    second = np.concatenate([heat[flip], tags[flip]])[:, :, ::-1].astype(np.float32)
+    if noise:
+        second = second + noise * rng.standard_normal(second.shape).astype(np.float32)
+    return np.stack([first, second])
+
+
+def people_maps(h, w, people, sigma=1.0):
+    """Gaussian peaks (low-resolution coordinates) with a constant tag per person footprint."""
+    heat = np.zeros((K, h, w), np.float32)
+    tags = np.zeros((K, h, w), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for person in people:
+        for k, (y, x, amp) in person["joints"].items():
+            g = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2))
+            heat[k] += amp * g
+            tags[k][g > 0.02] = person["tag"]
+    return heat, tags
+
+
+def smooth(rng, h, w, cell):
+    """A smooth random field: bicubic resize of coarse noise (network-like texture)."""
+    coarse = rng.standard_normal((max(2, h // cell), max(2, w // cell))).astype(np.float32)
+    t = F.interpolate(torch.from_numpy(coarse)[None, None], size=(h, w), mode="bicubic", align_corners=False)
+    return t.numpy()[0, 0]
+
+
+def network_like(rng, h, w, n_people, noise=0.03):
+    """Heat = smooth noise + person blobs; tags = smooth fields, near a person value on its blobs."""
+    heat = np.stack([noise * smooth(rng, h, w, 8) for _ in range(K)])
+    tags = np.stack([0.5 * smooth(rng, h, w, 16) for _ in range(K)])
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(n_people):
+        cy, cx, tag = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(-4, 4)
+        for k in range(K):
+            if rng.random() < 0.25:
+                continue  # occluded: refine has to find something
+            g = np.exp(-((yy - cy - rng.normal(0, 5)) ** 2 + (xx - cx - rng.normal(0, 3)) ** 2) / (2 * 1.5 ** 2))
+            heat[k] += rng.uniform(0.2, 1.0) * g
+            tags[k] = tags[k] * (1 - g) + (tag + 0.1 * rng.standard_normal()) * g
+    return flip_pair(heat, tags, rng, noise=0.02)
+
+
+def random_people(rng, h, w, n, spread=4.0, apart=False):
+    """n people with all 17 joints scattered around a centre, tags 4 apart."""
+    people = []
+    for i in range(n):
+        cy, cx = rng.uniform(3, h - 3), ((i + 0.5) * w / n if apart else rng.uniform(3, w - 3))
+        people.append({"tag": float(4 * i - 2 * n + rng.uniform(-0.3, 0.3)),
+                       "joints": {k: (np.clip(cy + rng.normal(0, spread), 0, h - 1),
+                                      np.clip(cx + rng.normal(0, spread), 0, w - 1),
+                                      rng.uniform(0.3, 1.0)) for k in range(K)}})
+    return people
+
+
+# ------------------------------------------------------------------------------------ tests
+
+def ref_peak_counts(output):
+    """Per joint: NMS survivors above the threshold in the reference's aggregated heatmaps."""
+    heat, _ = aggregate(output, True, K)
+    keep = (F.max_pool2d(heat, 5, 1, 2) == heat) & (heat > 0.1)
+    return keep.flatten(2).sum(2)[0].numpy()
+
+
+def test_synthetic_people_are_found_where_they_are():
+    rng = np.random.default_rng(1)
+    h, w = 64, 96
+    people = random_people(rng, h, w, 3, spread=3.0, apart=True)  # no two persons' joints merge
+    output = flip_pair(*people_maps(h, w, people), rng, noise=0.005)
+    kp, sc = assert_parity(output)
+    assert len(kp) == 3 and np.all(sc > 0)
+    # a low-resolution peak at x lies at input x' = 4x + 2 (pixel centres at +0.5); then
+    # transform_preds: image = x' * box / input_size + center - box / 2. Bilinear maps peak on
+    # the low-resolution grid (up to 2 input px off) and adjust is +-0.25 px: 2.75 px at most.
+    box = np.array(SCALE) * 200
+    per_px = box / (4 * np.array([w, h]))
+    for person in people:
+        truth = {k: np.array([4 * x + 2, 4 * y + 2]) * per_px + np.array(CENTER) - box / 2
+                 for k, (y, x, _) in person["joints"].items()}
+        errors = [max(np.abs(p[k, :2] - t).max() for k, t in truth.items()) for p in kp]
+        best = int(np.argmin(errors))
+        assert errors[best] < 2.75 * per_px.max(), errors
+        assert all(kp[best, k, 2] > 0.1 for k in truth)
+
+
+def test_no_people():
+    rng = np.random.default_rng(2)
+    heat = 0.05 * rng.random((K, 32, 48)).astype(np.float32)  # all below detection_threshold
+    output = flip_pair(heat, rng.standard_normal((K, 32, 48)))
+    kp, sc = assert_parity(output)
+    assert kp.shape == (0, K, 3) and sc.shape == (0,)
+
+
+def test_crowded_scene_over_max_num_people():
+    rng = np.random.default_rng(3)
+    h = w = 96
+    people = random_people(rng, h, w, 40, spread=2.0)
+    output = flip_pair(*people_maps(h, w, people, sigma=0.8), rng, noise=0.01)
+    # more than 30 candidates per joint (top-k cuts) and more than 30 persons to match
+    assert np.all(ref_peak_counts(output) > 30)
+    kp, _ = assert_parity(output)
+    assert len(kp) > 30
+
+
+def test_munkres_tie_takes_the_reference_pick():
+    # Persons with tags 0 and 0.6 (joint 0), then two joint-1 candidates with tag 0.3: at the
+    # same distance 0.42 from both, round(d) = 0, so the costs only depend on the row and every
+    # assignment is optimal. munkres 1.1.4 stars the first zero of each row: (0, 0), (1, 1).
+    # (Off-grid centres: a peak on a low-resolution pixel is a 2x2 plateau at input size.)
+    h, w = 32, 32
+    people = [{"tag": 0.0, "joints": {0: (8.3, 8.3, 0.9)}}, {"tag": 0.6, "joints": {0: (8.3, 24.3, 0.8)}},
+              {"tag": 0.3, "joints": {1: (20.3, 24.3, 0.7)}}, {"tag": 0.3, "joints": {1: (20.3, 8.3, 0.6)}}]
+    kp, _ = assert_parity(flip_pair(*people_maps(h, w, people)))
+    assert len(kp) == 2
+    per_px = np.array(SCALE) * 200 / (4 * np.array([w, h]))
+    x_in = (kp[:, 1, 0] - CENTER[0] + SCALE[0] * 100) / per_px[0]
+    # the stronger candidate (x=24, first in top-k order) went to the first person
+    np.testing.assert_allclose(x_in, [4 * 24.3 + 2, 4 * 8.3 + 2], atol=2.75)
+    from munkres import Munkres
+    assert Munkres().compute([[-0.7, -0.7], [-0.6, -0.6]]) == [(0, 0), (1, 1)]
+
+
+@pytest.mark.parametrize("h,w,seed", [(128, 128, 0), (128, 208, 1), (160, 128, 2)])
+def test_network_like_maps(h, w, seed):
+    rng = np.random.default_rng(10 + seed)
+    assert_parity(network_like(rng, h, w, n_people=2 + seed % 2))
+
+
+@pytest.mark.parametrize("h,w,seed", [(48, 64, 0), (48, 64, 1), (37, 50, 2)])
+def test_network_like_small_many_people(h, w, seed):
+    # (37x50: tiles and cells cut by the map border)
+    rng = np.random.default_rng(20 + seed)
+    output = network_like(rng, h, w, n_people=10, noise=0.06)
+    if seed % 2:
+        output = np.round(output * 16) / 16  # quantised: ties everywhere (NMS, top-k, refine argmax)
+    assert_parity(output)
+
+
+def test_flip_test_false_batch_one():
+    rng = np.random.default_rng(4)
+    output = network_like(rng, 64, 80, n_people=3)[:1]
+    assert_parity(output, flip_test=False)
+
+
+@pytest.mark.parametrize("cfg", [dict(adjust=False), dict(refine=False), dict(use_detection_val=False),
+                                 dict(max_num_people=5), dict(nms_kernel=3), dict(tag_threshold=0.5)])
+def test_other_parameters(cfg):
+    rng = np.random.default_rng(5)
+    assert_parity(network_like(rng, 48, 48, n_people=4), **cfg)
+
+
+def test_border_plateaus():
+    # Peaks on the border rows/columns: bilinear x4 (align_corners=False) clamps, so the two
+    # outermost input-size rows/columns are equal and both survive NMS; their order is topk's.
+    h, w = 40, 56
+    spots = [(0, 10), (h - 1, 20), (15, 0), (22, w - 1), (0, 0), (h - 1, w - 1), (0, 30), (h - 1, 40)]
+    people = [{"tag": float(i), "joints": {k: (y, x, 0.5 + 0.05 * i) for k in range(K)}}
+              for i, (y, x) in enumerate(spots)]
+    heat, tags = people_maps(h, w, people)
+    output = flip_pair(heat, tags)
+    ref_heat, _ = aggregate(output, True, K)
+    pooled = F.max_pool2d(ref_heat, 5, 1, 2)
+    vals = torch.where(pooled == ref_heat, ref_heat, 0).flatten(2).topk(30, dim=2).values[0]
+    vals = vals[vals > 0.1]
+    assert len(torch.unique(vals)) < len(vals)  # the case really has ties in the top-k
+    assert_parity(output)
+
+
+def test_torch_topk_order_of_equal_values():
+    rng = np.random.default_rng(6)
+    for trial in range(20):
+        n = int(rng.integers(2000, 70000))
+        values = rng.integers(0, int(rng.integers(2, 50)), n).astype(np.float32)
+        values[rng.random(n) < 0.8] = 0
+        want = torch.from_numpy(values).topk(30)
+        idx, vals = grouping.torch_topk(values, 30)
+        np.testing.assert_array_equal(idx, want.indices.numpy())
+        np.testing.assert_array_equal(vals, want.values.numpy())
+
+
+def test_border_ties_on_a_negative_background():
+    # A negative local maximum among the first 30 pixels: the top-k heap starts below 0, so the
+    # NMS zeros enter it too (the dense replay).
+    h, w = 40, 56
+    spots = [(0, 12), (h - 1, 30), (20, 0), (25, w - 1)]
+    people = [{"tag": float(i), "joints": {k: (y, x, 0.6 + 0.05 * i) for k in range(K)}}
+              for i, (y, x) in enumerate(spots)]
+    heat, tags = people_maps(h, w, people)
+    heat -= 0.2 + 0.001 * np.arange(w, dtype=np.float32)  # decreasing to the right: (0, 0) is a maximum
+    assert_parity(flip_pair(heat, tags))
+
+
+def test_munkres_shortcut_is_munkres():
+    from munkres import Munkres
+    rng = np.random.default_rng(8)
+    for _ in range(500):
+        n, m = (int(v) for v in rng.integers(1, 8, 2))
+        cost = rng.integers(0, 3, (n, m)) * 100.0 - rng.choice([0.2, 0.5, 0.7], n)[:, None]
+        if n > m:  # mmpose pads extra columns with 1e10
+            cost = np.concatenate((cost, np.zeros((n, n - m), np.float32) + 1e10), axis=1)
+        assert grouping._munkres(cost) == Munkres().compute(cost.tolist())
+
+
+def test_equal_founding_tags_collide_like_mmpose():
+    # Persons are keyed by their founding tag: equal tags make the later candidate overwrite.
+    h, w = 32, 48
+    people = [{"tag": 1.0, "joints": {0: (8, 8, 0.9)}}, {"tag": 1.0, "joints": {0: (20, 36, 0.8)}},
+              {"tag": 5.0, "joints": {0: (20, 10, 0.7), 1: (21, 11, 0.6)}}]
+    kp, _ = assert_parity(flip_pair(*people_maps(h, w, people)), refine=False)
+    assert len(kp) == 2
+
+
+def test_plain_float32_kernel_matches_torch_default_build(tmp_path):
+    # torch without AVX2 kernels (ATEN_CPU_CAPABILITY=default) resizes without fused multiply-add.
+    rng = np.random.default_rng(7)
+    output = network_like(rng, 32, 40, n_people=2)
+    np.save(tmp_path / "out.npy", output)
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from reference_ae import reference_group;"
+            "k, s = reference_group(np.load(sys.argv[2]), (320, 212), (3.453125, 2.125));"
+            "np.save(sys.argv[3], k); np.save(sys.argv[4], s)")
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
+    subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path / "out.npy"),
+                    str(tmp_path / "k.npy"), str(tmp_path / "s.npy")], check=True, env=env)
+    kp, sc = group(output, CENTER, SCALE, GroupingParams(fused_multiply_add=False))
+    np.testing.assert_array_equal(kp, np.load(tmp_path / "k.npy"))
+    np.testing.assert_array_equal(sc, np.load(tmp_path / "s.npy"))
+
+
+def test_inverse_affine_by_hand():
+    # 640x425 image: s = 512/425, input 832x512, center (320, 212), scale (3.453125, 2.125).
+    # One joint: a separable low-resolution bump at (r, c) with the larger neighbours below and
+    # right, so the input-size argmax is (4r+2, 4c+2) and adjust moves -0.25 (the pixel above /
+    # left is higher): keypoint at input (4c+2.25, 4r+2.25).
+    h, w, r, c = 128, 208, 50, 120
+    heat = np.zeros((K, h, w), np.float32)
+    heat[0, r - 1:r + 2, c - 1:c + 2] = np.outer([0.25, 1.0, 0.5], [0.25, 1.0, 0.5])
+    output = np.concatenate([heat, np.zeros_like(heat)])[None]
+    kp, _ = group(output, CENTER, SCALE, params(flip_test=False, refine=False))
+    s = 512 / 425
+    x_in, y_in = 4 * c + 2.25, 4 * r + 2.25
+    want = (x_in / s + 320 - 832 / (2 * s), y_in / s + 212 - 512 / (2 * s))
+    assert kp.shape == (1, K, 3)
+    np.testing.assert_allclose(kp[0, 0, :2], want, atol=1e-4)
+    assert np.all(kp[0, 1:, 2] == 0)
+
+
+@pytest.mark.parametrize("output,cfg,match", [
+    (np.zeros((2, 30, 8, 8), np.float32), {}, "34"),
+    (np.zeros((1, 34, 8, 8), np.float32), {}, r"\[2, 34"),
+    (np.zeros((2, 34, 8, 8), np.float32), {"flip_test": False}, r"\[1, 34"),
+    (np.zeros((34, 8, 8), np.float32), {}, "shape"),
+    (np.full((2, 34, 8, 8), np.nan, np.float32), {}, "NaN"),
+])
+def test_bad_output_raises(output, cfg, match):
+    with pytest.raises(ValueError, match=match):
+        group(output, CENTER, SCALE, params(**cfg))
+
+
+@pytest.mark.parametrize("center,scale", [((1, 2, 3), SCALE), (CENTER, (1.0,)), (CENTER, (np.inf, 1.0))])
+def test_bad_center_scale_raises(center, scale):
+    with pytest.raises(ValueError):
+        group(np.zeros((2, 34, 8, 8), np.float32), center, scale, params())
+
+
+@pytest.mark.parametrize("field,value", [("nms_kernel", 4), ("max_num_people", 0), ("num_joints", 14),
+                                         ("detection_threshold", float("nan")), ("detection_threshold", -0.1)])
+def test_bad_params_raise(field, value):
+    with pytest.raises(ValueError):
+        dataclasses.replace(GroupingParams(), **{field: value})
