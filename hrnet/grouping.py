@@ -335,6 +335,8 @@ def _nms_blocks(values, halo):
     return interior, interior == winmax
 
 
+# Near-ties (plateaus) beyond which a joint's exact NMS map is computed whole.
+_NEAR_LIMIT = 20000
 # Above this share of tiles that may hold a detection, a joint's maxima are screened densely
 # (cv2 on the whole map) rather than computed exactly tile by tile (measured crossover).
 _DENSE_SHARE = 0.08
@@ -419,35 +421,51 @@ class _DenseMaxima:
         others = cv2.dilate(self.approx.reshape(height, width), ring, borderType=cv2.BORDER_CONSTANT,
                             borderValue=float(np.finfo(_F32).min))
         self.margin = self.approx - others.reshape(-1)
+        self._nms = None
 
     def above(self, floor, lo=0, hi=None):
-        """(flat indices ascending, exact values) of the maxima in [lo, hi) with value > floor."""
+        """(flat indices ascending, exact values) of the nonzero maxima in [lo, hi) with value
+        > floor (a zero is what the NMS map holds anyway, maximum or not)."""
         width, height = self.maps.size
         eps2 = 2 * self.eps
         hot = lo + np.flatnonzero(self.approx[lo:hi] > _F32(floor) - self.eps)
-        margin = self.margin[hot]
-        sure = hot[margin > eps2]  # maxima for sure
-        near = hot[(margin >= -eps2) & (margin <= eps2)]  # near-ties: their exact window decides
-        ys, xs = sure // width, sure % width
-        flat, vals = [sure], [self.maps.heat_at(np.full(len(sure), self.joint), ys, xs)]
-        if len(near):
+        cand = hot[self.margin[hot] >= -eps2]  # every maximum above the floor is in here
+        near = self.margin[cand] <= eps2  # near-ties: decided on their exact window
+        if near.sum() > _NEAR_LIMIT:  # large plateaus: the exact map is cheaper
+            flat, vals = cand, self._exact_nms()[cand]
+            keep = (vals > _F32(floor)) & (vals != 0)
+            return flat[keep], vals[keep]
+        vals = self.maps.heat_at(np.full(len(cand), self.joint), cand // width, cand % width)
+        keep = (vals > _F32(floor)) & (vals != 0)
+        cand, vals, near = cand[keep], vals[keep], near[keep]
+        if near.any():
             halo = self.halo
-            ys, xs = near // width, near % width
+            ys, xs = cand[near] // width, cand[near] % width
             offs = np.arange(-halo, halo + 1)
             wy, wx = ys[:, None, None] + offs[:, None], xs[:, None, None] + offs[None, :]
             inside = (wy >= 0) & (wy < height) & (wx >= 0) & (wx < width)
-            window = self.maps.heat_at(np.full((len(near), 1, 1), self.joint),
+            window = self.maps.heat_at(np.full((len(ys), 1, 1), self.joint),
                                        np.clip(wy, 0, height - 1), np.clip(wx, 0, width - 1))
-            window = np.where(inside, window, -np.inf)
-            centre = window[:, halo, halo]
-            is_max = centre >= window.reshape(len(near), -1).max(axis=1)
-            flat.append(near[is_max])
-            vals.append(centre[is_max])
-        flat, vals = np.concatenate(flat), np.concatenate(vals)
-        order = np.argsort(flat)
-        flat, vals = flat[order], vals[order]
-        keep = vals > _F32(floor)
-        return flat[keep], vals[keep]
+            window = np.where(inside, window, -np.inf).reshape(len(ys), -1)
+            keep = np.ones(len(cand), dtype=bool)
+            keep[near] = vals[near] >= window.max(axis=1)
+            cand, vals = cand[keep], vals[keep]
+        return cand, vals
+
+    def _exact_nms(self):
+        """The whole exact NMS map of this joint (flat), computed separably: same ops per pixel."""
+        if self._nms is None:
+            maps, ry, rx = self.maps, self.maps.ry, self.maps.rx
+            heat = None
+            for m in maps.heat:
+                t = maps._lerp(m[self.joint][:, rx.i0], m[self.joint][:, rx.i1], rx.w0, rx.w1, rx.w0d)
+                t = maps._lerp(t[ry.i0], t[ry.i1], ry.w0[:, None], ry.w1[:, None], ry.w0d[:, None])
+                heat = t if heat is None else (heat + t) / _F32(2.0)
+            size = 2 * self.halo + 1
+            pooled = cv2.dilate(heat, np.ones((size, size), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                                borderValue=float(np.finfo(_F32).min))
+            self._nms = np.where(heat == pooled, heat, _F32(0)).reshape(-1)
+        return self._nms
 
     def topk(self, k):
         """torch.topk(heat * (heat == maxpool(heat)), k) of this joint: (flat indices, values).
@@ -716,6 +734,7 @@ def _cell_norms(bounds: _Bounds, cell_ids, prev):
 # Ranks (hottest first) of the candidate tiles examined per query in the successive rounds.
 _ROUNDS = (0, 1, 5, 21, 85)
 _HOT = 16  # tiles with the highest heat bound tried first for a lower bound
+_FIRST_CELLS = 4  # cells per query evaluated ahead of the rest of a round
 
 
 def _refine_argmax(bounds: _Bounds, joints, prev, seeds):
@@ -775,11 +794,17 @@ def _refine_argmax(bounds: _Bounds, joints, prev, seeds):
         cells = joints[q] * (h * w) + cells.reshape(-1)
         cell_up = _upper(cell_heat[cells], [(lo[cells], hi[cells]) for lo, hi in cell_boxes], prev[q])
         keep = cell_up >= lower[q]
-        q, cells = q[keep], cells[keep]
-        if len(cells):
-            norms = _cell_norms(bounds, cells, prev[q])
-            np.maximum.at(lower, q, norms.max(axis=1))
-            found.append((q, cells, norms))
+        q, cells, cell_up = q[keep], cells[keep], cell_up[keep]
+        # each query's best-bounded cells first: they lift the lower bound before the rest
+        by_bound = np.lexsort((-cell_up, q))
+        q, cells, cell_up = q[by_bound], cells[by_bound], cell_up[by_bound]
+        first = np.arange(len(q)) - np.searchsorted(q, q) < _FIRST_CELLS
+        for part in (first, ~first):
+            part &= cell_up >= lower[q]
+            if part.any():
+                norms = _cell_norms(bounds, cells[part], prev[q[part]])
+                np.maximum.at(lower, q[part], norms.max(axis=1))
+                found.append((q[part], cells[part], norms))
     query, cells, norms = (np.concatenate(parts) for parts in zip(*found))
     rows, cols = bounds.cell_pixels(cells % (h * w))
     flat = (rows[:, :, None] * width + cols[:, None, :]).reshape(len(cells), -1)

@@ -255,6 +255,16 @@ def test_border_ties_on_a_negative_background():
     assert_parity(flip_pair(heat, tags))
 
 
+def test_border_ties_on_a_plateau():
+    # A constant background: every pixel of it is an NMS maximum (equal neighbours), all tied;
+    # big enough for the exact whole-map NMS (grouping._NEAR_LIMIT).
+    h, w = 96, 128
+    people = [{"tag": float(i), "joints": {k: (y, x, 0.6 + 0.05 * i) for k in range(K)}}
+              for i, (y, x) in enumerate([(0, 12), (h - 1, 30), (20, 0)])]
+    heat, tags = people_maps(h, w, people)
+    assert_parity(flip_pair(np.maximum(heat, np.float32(0.05)), tags))
+
+
 def test_munkres_shortcut_is_munkres():
     from munkres import Munkres
     rng = np.random.default_rng(8)
