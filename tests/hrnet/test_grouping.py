@@ -32,7 +32,7 @@ def _torch_fma():
     ys, xs = np.mgrid[0:64, 0:80]
     for fused in (True, False):
         maps = grouping._Maps(out, GroupingParams(num_joints=1, flip_test=False, fused_multiply_add=fused))
-        if np.array_equal(maps.upsample(maps.heat[0], 0, ys, xs), want):
+        if np.array_equal(maps.heat_at(0, ys, xs), want):
             return fused
     raise AssertionError("torch's bilinear resize matches neither the fused nor the plain float32 formula")
 
@@ -256,8 +256,8 @@ def test_border_ties_on_a_negative_background():
 
 
 def test_border_ties_on_a_plateau():
-    # A constant background: every pixel of it is an NMS maximum (equal neighbours), all tied;
-    # big enough for the exact whole-map NMS (grouping._NEAR_LIMIT).
+    # A constant background: every pixel of it is an NMS maximum (equal neighbours), all tied,
+    # so the heap minimum never rises above it and the replay scans the whole map.
     h, w = 96, 128
     people = [{"tag": float(i), "joints": {k: (y, x, 0.6 + 0.05 * i) for k in range(K)}}
               for i, (y, x) in enumerate([(0, 12), (h - 1, 30), (20, 0)])]

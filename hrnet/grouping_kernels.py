@@ -1,0 +1,396 @@
+"""Compiled (numba) kernels of hrnet/grouping.py: exact input-size map values on demand, and the
+three searches over them (NMS maxima, torch.topk's order, refine's argmax).
+
+The input-size maps are never built whole. A value is computed with torch's own arithmetic (its
+CPU bilinear kernel, align_corners=False, fused multiply-adds or not) when a search needs it, a
+cell (the 4x4 input-size pixels of one low-resolution pixel) at a time, and kept for the rest of
+the call. Searches skip cells and tiles (4x4 cells) by upper bounds computed from the
+low-resolution maps: a resized value is a convex combination of its cell's 3x3 neighbourhood.
+
+Grid (a namedtuple, so one compiled signature serves every call) holds the low-resolution maps,
+the resize tables, the bounds and the caches; grouping._Maps builds it.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+CELL = 4  # input-size pixels per cell side (the network stride)
+TILE = 4  # cells per tile side
+REL = np.float32(1e-5)  # slack on bounds: computed values may exceed a convex combination by ulps
+ABS = np.float32(1e-30)
+NEG = np.float32(-np.inf)
+
+Grid = namedtuple("Grid", [
+    "heat", "tags",  # float32 [M, K, h, w]: M = 2 with flip test (second already un-mirrored)
+    "yi0", "yi1", "yw0", "yw1", "yw0d",  # resize tables along y (int64, int64, f32, f32, f64) [4h]
+    "xi0", "xi1", "xw0", "xw1", "xw0d",  # along x [4w]
+    "fma",  # bool: torch's AVX2/AVX512 kernel fuses multiply-adds
+    "cell_heat", "tile_heat",  # float32 [K, h, w], [K, ny, nx]: upper bounds of the heat
+    "heat_cells", "heat_done",  # cache: float32 [K, h, w, 16], uint8 [K, h, w]
+    "tag_cells", "tag_done",  # cache: float32 [M, K, h, w, 16], uint8 [K, h, w]
+])
+
+TagBoxes = namedtuple("TagBoxes", [
+    "cell_lo", "cell_hi",  # float32 [M, K, h, w]: tag range over each cell's 3x3 neighbourhood
+    "tile_lo", "tile_hi",  # float32 [M, K, ny, nx]
+])
+
+
+# ------------------------------------------------------------------------------ exact values
+
+@njit(cache=True, inline="always")
+def _lerp(a, b, w0, w1, w0d, fma):
+    # torch's AVX2 build computes fma(a, w0, b*w1); a*w0 is exact in float64 (weights are k/8),
+    # so one float64 sum rounded to float32 is that fused operation.
+    if fma:
+        return np.float32(np.float64(a) * w0d + np.float64(b * w1))
+    return a * w0 + b * w1
+
+
+@njit(cache=True, inline="always")
+def _resized(g, maps, m, k, y, x):
+    """torch upsample_bilinear2d of maps[m, k] at input-size pixel (y, x)."""
+    y0, y1, x0, x1 = g.yi0[y], g.yi1[y], g.xi0[x], g.xi1[x]
+    wx0, wx1, wx0d = g.xw0[x], g.xw1[x], g.xw0d[x]
+    t0 = _lerp(maps[m, k, y0, x0], maps[m, k, y0, x1], wx0, wx1, wx0d, g.fma)
+    t1 = _lerp(maps[m, k, y1, x0], maps[m, k, y1, x1], wx0, wx1, wx0d, g.fma)
+    return _lerp(t0, t1, g.yw0[y], g.yw1[y], g.yw0d[y], g.fma)
+
+
+@njit(cache=True)
+def _fill_heat(g, k, cy0, cy1, cx0, cx1, need):
+    """Compute the aggregated heat (mean of the original and flipped maps) of the cells in rows
+    [cy0, cy1) and columns [cx0, cx1) (clipped to the map) that are needed (need[cy, cx], or all
+    when need is empty) and not cached yet."""
+    K, h, w = g.cell_heat.shape
+    two = g.heat.shape[0] == 2
+    for cy in range(max(cy0, 0), min(cy1, h)):
+        for cx in range(max(cx0, 0), min(cx1, w)):
+            if g.heat_done[k, cy, cx] or (need.size and not need[cy, cx]):
+                continue
+            for i in range(CELL):
+                for j in range(CELL):
+                    y, x = cy * CELL + i, cx * CELL + j
+                    v = _resized(g, g.heat, 0, k, y, x)
+                    if two:
+                        v = (v + _resized(g, g.heat, 1, k, y, x)) / np.float32(2.0)
+                    g.heat_cells[k, cy, cx, i * CELL + j] = v
+            g.heat_done[k, cy, cx] = 1
+
+
+@njit(cache=True)
+def _fill_tags(g, k, cy, cx):
+    if g.tag_done[k, cy, cx]:
+        return
+    for m in range(g.tags.shape[0]):
+        for i in range(CELL):
+            for j in range(CELL):
+                g.tag_cells[m, k, cy, cx, i * CELL + j] = _resized(g, g.tags, m, k, cy * CELL + i, cx * CELL + j)
+    g.tag_done[k, cy, cx] = 1
+
+
+_ALL = np.zeros((0, 0), np.bool_)  # `need` meaning every cell
+
+
+@njit(cache=True, inline="always")
+def _cached(cells, k, y, x):
+    """A cached input-size value (its cell must have been filled)."""
+    return cells[k, y // CELL, x // CELL, (y % CELL) * CELL + x % CELL]
+
+
+@njit(cache=True)
+def heat_at(g, ks, ys, xs):
+    """Aggregated input-size heat at (joint, row, column) arrays of one length."""
+    out = np.empty(len(ks), np.float32)
+    for i in range(len(ks)):
+        cy, cx = ys[i] // CELL, xs[i] // CELL
+        _fill_heat(g, ks[i], cy, cy + 1, cx, cx + 1, _ALL)
+        out[i] = _cached(g.heat_cells, ks[i], ys[i], xs[i])
+    return out
+
+
+@njit(cache=True)
+def tags_at(g, ks, ys, xs):
+    """Input-size tags [n, M] at (joint, row, column) arrays of one length."""
+    dims = g.tags.shape[0]
+    out = np.empty((len(ks), dims), np.float32)
+    for i in range(len(ks)):
+        _fill_tags(g, ks[i], ys[i] // CELL, xs[i] // CELL)
+        for m in range(dims):
+            out[i, m] = _cached(g.tag_cells[m], ks[i], ys[i], xs[i])
+    return out
+
+
+# ---------------------------------------------------------------------------- NMS and top-k
+
+@njit(cache=True, inline="always")
+def _is_max(heat, k, y, x, v, halo):
+    """MaxPool(2*halo+1, stride 1, padding -inf) of the cached heat equals v at (y, x)."""
+    height, width = heat.shape[1] * CELL, heat.shape[2] * CELL
+    for yy in range(max(0, y - halo), min(height, y + halo + 1)):
+        for xx in range(max(0, x - halo), min(width, x + halo + 1)):
+            if _cached(heat, k, yy, xx) > v:
+                return False
+    return True
+
+
+@njit(cache=True)
+def _fill_around(g, k, need, cy0, cy1, reach, mark):
+    """Fill the cells within `reach` cells of the marked cells in rows [cy0, cy1) (mark[cy, cx]),
+    i.e. everything an NMS window centred in them reads."""
+    K, h, w = g.cell_heat.shape
+    need[max(0, cy0 - reach):min(h, cy1 + reach)] = False
+    for cy in range(max(0, cy0), min(h, cy1)):
+        for cx in range(w):
+            if mark[cy, cx]:
+                need[max(0, cy - reach):cy + reach + 1, max(0, cx - reach):cx + reach + 1] = True
+    _fill_heat(g, k, cy0 - reach, cy1 + reach, 0, w, need)
+
+
+@njit(cache=True)
+def _maxima_above(g, k, thr, halo):
+    """(flat indices ascending, values) of joint k's NMS maxima with heat > thr."""
+    K, h, w = g.cell_heat.shape
+    width = w * CELL
+    live = g.cell_heat[k] > thr
+    _fill_around(g, k, np.zeros((h, w), np.bool_), 0, h, -(-halo // CELL), live)
+    count = live.sum() * CELL * CELL
+    flat = np.empty(count, np.int64)
+    vals = np.empty(count, np.float32)
+    heat = g.heat_cells
+    n = 0
+    for y in range(h * CELL):
+        cy = y // CELL
+        for cx in range(w):
+            if not live[cy, cx]:
+                continue
+            for x in range(cx * CELL, cx * CELL + CELL):
+                v = _cached(heat, k, y, x)
+                if v > thr and _is_max(heat, k, y, x, v, halo):
+                    flat[n] = y * width + x
+                    vals[n] = v
+                    n += 1
+    return flat[:n], vals[:n]
+
+
+@njit(cache=True)
+def _adjust_heap(hv, hi, hole, length, value, index):
+    # libstdc++ std::__adjust_heap + __push_heap with comp(a, b) = a > b: a min-heap on values.
+    top = hole
+    child = hole
+    while child < (length - 1) // 2:
+        child = 2 * (child + 1)
+        if hv[child] > hv[child - 1]:
+            child -= 1
+        hv[hole] = hv[child]
+        hi[hole] = hi[child]
+        hole = child
+    if (length & 1) == 0 and child == (length - 2) // 2:
+        child = 2 * (child + 1)
+        hv[hole] = hv[child - 1]
+        hi[hole] = hi[child - 1]
+        hole = child - 1
+    parent = (hole - 1) // 2
+    while hole > top and hv[parent] > value:
+        hv[hole] = hv[parent]
+        hi[hole] = hi[parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    hv[hole] = value
+    hi[hole] = index
+
+
+@njit(cache=True)
+def _make_heap(hv, hi):
+    n = len(hv)
+    for parent in range((n - 2) // 2, -1, -1):  # std::make_heap
+        _adjust_heap(hv, hi, parent, n, hv[parent], hi[parent])
+
+
+@njit(cache=True)
+def _sort_heap(hv, hi):
+    for last in range(len(hv) - 1, 0, -1):  # std::sort_heap
+        v, i = hv[last], hi[last]
+        hv[last], hi[last] = hv[0], hi[0]
+        _adjust_heap(hv, hi, 0, last, v, i)
+
+
+@njit(cache=True)
+def topk_1d(values, k):
+    """torch.topk(values, k) of a 1-D CPU tensor with k*64 <= len: std::partial_sort with
+    `a > b` (heap select, then heap sort): (indices, values), equal values in torch's order."""
+    hv = values[:k].copy()
+    hi = np.arange(k)
+    _make_heap(hv, hi)
+    for i in range(k, len(values)):
+        if values[i] > hv[0]:
+            _adjust_heap(hv, hi, 0, k, values[i], i)
+    _sort_heap(hv, hi)
+    return hi, hv
+
+
+@njit(cache=True)
+def _topk_replay(g, k, top, halo):
+    """topk_1d of joint k's whole NMS map (heat where it is its window's maximum, else 0),
+    replayed in index order, a row of cells at a time. Once the heap minimum is >= 0, zeros
+    cannot enter, and neither can anything in a cell whose heat bound is <= that minimum: such
+    cells are neither computed nor scanned."""
+    K, h, w = g.cell_heat.shape
+    width = w * CELL
+    reach = -(-halo // CELL)
+    heat = g.heat_cells
+    need = np.zeros((h, w), np.bool_)
+    live = np.zeros((h, w), np.bool_)
+    hv = np.empty(top, np.float32)
+    hi = np.empty(top, np.int64)
+    filled = 0
+    for cy in range(h):
+        for cx in range(w):  # the minimum only grows: what it rules out now stays ruled out
+            live[cy, cx] = filled < top or hv[0] < 0 or g.cell_heat[k, cy, cx] > hv[0]
+        _fill_around(g, k, need, cy, cy + 1, reach, live)
+        for y in range(cy * CELL, cy * CELL + CELL):
+            for cx in range(w):
+                if not live[cy, cx]:
+                    continue
+                for x in range(cx * CELL, cx * CELL + CELL):
+                    v = _cached(heat, k, y, x)
+                    if filled < top or hv[0] < 0:
+                        nms = v if _is_max(heat, k, y, x, v, halo) else np.float32(0.0)
+                        if filled < top:
+                            hv[filled] = nms
+                            hi[filled] = y * width + x
+                            filled += 1
+                            if filled == top:
+                                _make_heap(hv, hi)
+                        elif nms > hv[0]:
+                            _adjust_heap(hv, hi, 0, top, nms, y * width + x)
+                    elif v > hv[0] and _is_max(heat, k, y, x, v, halo):
+                        _adjust_heap(hv, hi, 0, top, v, y * width + x)
+    _sort_heap(hv, hi)
+    return hi, hv
+
+
+@njit(cache=True)
+def detect(g, thr, halo, top):
+    """mmpose's top_k on the NMS maps, kept above the detection threshold: per joint, flat
+    indices and values [K, top] in torch.topk's order, and counts [K].
+
+    The maxima above the threshold are found on the cells whose bound reaches it; their order is
+    the sorted one unless equal values (border plateaus: the resize clamps, so the two outermost
+    rows and columns are equal) fall within the first top+1, in which case which of them make the
+    cut and their order are std::partial_sort's, replayed on the whole NMS map."""
+    K = g.cell_heat.shape[0]
+    out_flat = np.zeros((K, top), np.int64)
+    out_val = np.zeros((K, top), np.float32)
+    counts = np.zeros(K, np.int64)
+    for k in range(K):
+        flat, vals = _maxima_above(g, k, thr, halo)
+        if len(flat) == 0:
+            continue
+        order = np.argsort(-vals, kind="mergesort")
+        head = min(len(order), top + 1)
+        tied = False
+        for i in range(1, head):
+            if vals[order[i]] == vals[order[i - 1]]:
+                tied = True
+                break
+        if tied:
+            flat, vals = _topk_replay(g, k, top, halo)
+            order = np.arange(top)
+        n = 0
+        for i in range(min(len(order), top)):
+            v = vals[order[i]]
+            if v > thr:
+                out_flat[k, n] = flat[order[i]]
+                out_val[k, n] = v
+                n += 1
+        counts[k] = n
+    return out_flat, out_val, counts
+
+
+# ---------------------------------------------------------------------------------- refine
+
+@njit(cache=True, inline="always")
+def _upper(heat, lo, hi, k, cy, cx, prev):
+    """Upper bound of `heat - round(||tag - prev||)` over a box of tags (float32 throughout:
+    the slack covers its rounding as well)."""
+    sq = np.float32(0.0)
+    span = np.float32(0.0)
+    for m in range(len(prev)):
+        p = prev[m]
+        a, b = lo[m, k, cy, cx], hi[m, k, cy, cx]
+        gap = max(max(a - p, p - b), np.float32(0.0))
+        sq += gap * gap
+        span = max(span, abs(p), abs(a), abs(b))
+    dist = np.sqrt(sq)
+    dist = max(dist - REL * (np.float32(1.0) + dist + span), np.float32(0.0))
+    upper = heat - np.rint(dist)
+    return upper + REL * abs(upper) + ABS
+
+
+@njit(cache=True)
+def _refine_cell(g, k, cy, cx, prev, best, best_flat):
+    """Exact `heat - round(||tag - prev||)` on one cell (mmpose's float32 ops: square, sum over
+    the tag dimensions, sqrt, round); returns the running (max, first row-major argmax)."""
+    _fill_heat(g, k, cy, cy + 1, cx, cx + 1, _ALL)
+    _fill_tags(g, k, cy, cx)
+    width = g.xi0.shape[0]
+    heat, tags = g.heat_cells[k, cy, cx], g.tag_cells[:, k, cy, cx]
+    for i in range(CELL):
+        for j in range(CELL):
+            p = i * CELL + j
+            sq = np.float32(0.0)
+            for m in range(len(prev)):
+                d = tags[m, p] - prev[m]
+                sq = d * d if m == 0 else sq + d * d
+            v = heat[p] - np.rint(np.sqrt(sq))
+            flat = (cy * CELL + i) * width + cx * CELL + j
+            if v > best or (v == best and flat < best_flat):
+                best, best_flat = v, flat
+    return best, best_flat
+
+
+@njit(cache=True)
+def _refine_tile(g, b, k, t, prev, best, best_flat):
+    K, h, w = g.cell_heat.shape
+    nx = g.tile_heat.shape[2]
+    ty, tx = t // nx, t % nx
+    for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
+        for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
+            if _upper(g.cell_heat[k, cy, cx], b.cell_lo, b.cell_hi, k, cy, cx, prev) >= best:
+                best, best_flat = _refine_cell(g, k, cy, cx, prev, best, best_flat)
+    return best, best_flat
+
+
+@njit(cache=True)
+def refine_argmax(g, b, joints, prev, seed_start, seed_cells):
+    """Flat input-size index of the row-major first argmax of `heat - round(||tag - prev||)`
+    for each query (a joint, a person tag prev [n, M]).
+
+    Branch and bound: the seed cells (query q's are seed_cells[seed_start[q]:seed_start[q+1]],
+    as cy * w + cx: where the person's other joints are, so tags match) and the tile with the
+    best bound give a lower bound; then every tile and cell whose bound reaches the best value so
+    far is evaluated exactly, so every pixel attaining the maximum is seen."""
+    K, h, w = g.cell_heat.shape
+    ny, nx = g.tile_heat.shape[1], g.tile_heat.shape[2]
+    out = np.empty(len(joints), np.int64)
+    bound = np.empty(ny * nx, np.float32)
+    for q in range(len(joints)):
+        k = joints[q]
+        p = prev[q]
+        best, best_flat = NEG, np.int64(-1)
+        for s in range(seed_start[q], seed_start[q + 1]):
+            best, best_flat = _refine_cell(g, k, seed_cells[s] // w, seed_cells[s] % w, p, best, best_flat)
+        first = 0
+        for t in range(ny * nx):
+            bound[t] = _upper(g.tile_heat[k, t // nx, t % nx], b.tile_lo, b.tile_hi, k, t // nx, t % nx, p)
+            if bound[t] > bound[first]:
+                first = t
+        best, best_flat = _refine_tile(g, b, k, first, p, best, best_flat)
+        for t in range(ny * nx):
+            if t != first and bound[t] >= best:
+                best, best_flat = _refine_tile(g, b, k, t, p, best, best_flat)
+        out[q] = best_flat
+    return out
