@@ -170,17 +170,19 @@ class _Maps:
         self.tag_dims = len(self.tags)
         ry, rx = _Axis(h, STRIDE * h), _Axis(w, STRIDE * w)
         self.ny, self.nx = -(-h // _TILE), -(-w // _TILE)
-        cell = _filtered(self.heat[0], cv2.dilate)
-        if len(self.heat) == 2:
-            cell = (cell + _filtered(self.heat[1], cv2.dilate)) / _F32(2.0)
-        cell += _F32(_REL) * np.abs(cell) + _F32(_ABS)
+        # Heat bound per cell: a resized value is a convex combination of its 3x3 neighbourhood
+        # (in both passes, with the same weights, so the mean is too); rounding adds at most a
+        # few ulp of the largest magnitude.
+        mean = self.heat[0] if len(self.heat) == 1 else (self.heat[0] + self.heat[1]) / _F32(2.0)
+        cell = _filtered(mean, cv2.dilate)
+        cell += _F32(_REL) * _F32(np.abs(self.heat).max()) + _F32(_ABS)
         # caches: np.empty leaves the pages untouched until a cell is computed
         self.grid = kernels.Grid(
             self.heat, self.tags, ry.i0, ry.i1, ry.w0, ry.w1, ry.w0d, rx.i0, rx.i1, rx.w0, rx.w1, rx.w0d,
             bool(params.fused_multiply_add), cell, self._tiled(cell, np.maximum, -np.inf),
             np.empty((k, h, w, STRIDE * STRIDE), _F32), np.zeros((k, h, w), np.uint8),
             np.empty((self.tag_dims, k, h, w, STRIDE * STRIDE), _F32), np.zeros((k, h, w), np.uint8))
-        self._boxes = None
+        self._refine = None
 
     def _tiled(self, cells, reduce, fill):
         """Reduce (np.maximum / np.minimum) cells [..., h, w] over 4x4 blocks -> [..., ny, nx]."""
@@ -197,14 +199,15 @@ class _Maps:
             reduce(out, cols[..., i::_TILE, :], out=out)
         return out
 
-    def tag_boxes(self):
-        """Per tag dimension, the (min, max) of the tags per cell and per tile (for refine)."""
-        if self._boxes is None:
-            lo = np.stack([_filtered(t, cv2.erode) for t in self.tags])
-            hi = np.stack([_filtered(t, cv2.dilate) for t in self.tags])
-            self._boxes = kernels.TagBoxes(lo, hi, self._tiled(lo, np.minimum, np.inf),
-                                           self._tiled(hi, np.maximum, -np.inf))
-        return self._boxes
+    def refine_bounds(self):
+        """Empty refine bounds: the kernels fill what refine searches, when it first does."""
+        if self._refine is None:
+            nby, nbx = -(-self.ny // _TILE), -(-self.nx // _TILE)
+            tags = lambda *shape: np.empty((self.tag_dims, self.k) + shape, _F32)  # noqa: E731
+            self._refine = kernels.RefineBounds(
+                tags(nby, nbx), tags(nby, nbx), np.empty((self.k, nby, nbx), _F32), np.zeros(self.k, np.uint8),
+                tags(self.ny, self.nx), tags(self.ny, self.nx), np.zeros((self.k, self.ny, self.nx), np.uint8))
+        return self._refine
 
     def heat_at(self, ks, ys, xs):
         """Aggregated input-size heat (mean of the original and flipped resized heatmaps) at
@@ -369,7 +372,7 @@ def _refine(maps: _Maps, keypoints):
     counts = np.searchsorted(pp, p, side="right") - seed_start
     rows = np.repeat(seed_start - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
     seed_cells = ((py // STRIDE) * w + px // STRIDE)[rows]
-    flat = kernels.refine_argmax(maps.grid, maps.tag_boxes(), ks.astype(np.int64), prev[p].astype(_F32),
+    flat = kernels.refine_argmax(maps.grid, maps.refine_bounds(), ks.astype(np.int64), prev[p].astype(_F32),
                                  np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
                                  seed_cells.astype(np.int64))
     ys, xs = flat // width, flat % width

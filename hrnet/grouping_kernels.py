@@ -32,9 +32,11 @@ Grid = namedtuple("Grid", [
     "tag_cells", "tag_done",  # cache: float32 [M, K, h, w, 16], uint8 [K, h, w]
 ])
 
-TagBoxes = namedtuple("TagBoxes", [
-    "cell_lo", "cell_hi",  # float32 [M, K, h, w]: tag range over each cell's 3x3 neighbourhood
-    "tile_lo", "tile_hi",  # float32 [M, K, ny, nx]
+RefineBounds = namedtuple("RefineBounds", [
+    # Filled as refine needs them: tag ranges (float32 [M, K, ...]) over the 3x3 low-resolution
+    # neighbourhoods of all cells of a block (4x4 tiles) or a tile, and heat bounds per block.
+    "block_lo", "block_hi", "block_heat", "block_done",  # [M, K, nby, nbx] x2, [K, nby, nbx], [K]
+    "tile_lo", "tile_hi", "tile_done",  # [M, K, ny, nx] x2, [K, ny, nx]
 ])
 
 
@@ -60,23 +62,46 @@ def _resized(g, maps, m, k, y, x):
 
 
 @njit(cache=True)
+def _fill_cells(g, maps, k, cy, cx, rows, out):
+    """Resize maps[:, k] on one cell into out [M, 16]: each source row is resized horizontally
+    once into rows [M, 3, 4], then vertically (the per-pixel operations of torch's kernel)."""
+    y0, x0 = cy * CELL, cx * CELL
+    base = g.yi0[y0]
+    span = g.yi1[y0 + CELL - 1] - base + 1  # at most 3 source rows per cell
+    for m in range(maps.shape[0]):
+        for r in range(span):
+            for j in range(CELL):
+                x = x0 + j
+                rows[m, r, j] = _lerp(maps[m, k, base + r, g.xi0[x]], maps[m, k, base + r, g.xi1[x]],
+                                      g.xw0[x], g.xw1[x], g.xw0d[x], g.fma)
+        for i in range(CELL):
+            y = y0 + i
+            a, b = g.yi0[y] - base, g.yi1[y] - base
+            for j in range(CELL):
+                out[m, i * CELL + j] = _lerp(rows[m, a, j], rows[m, b, j], g.yw0[y], g.yw1[y], g.yw0d[y], g.fma)
+
+
+@njit(cache=True)
 def _fill_heat(g, k, cy0, cy1, cx0, cx1, need):
     """Compute the aggregated heat (mean of the original and flipped maps) of the cells in rows
     [cy0, cy1) and columns [cx0, cx1) (clipped to the map) that are needed (need[cy, cx], or all
     when need is empty) and not cached yet."""
     K, h, w = g.cell_heat.shape
-    two = g.heat.shape[0] == 2
+    M = g.heat.shape[0]
+    rows = vals = None
     for cy in range(max(cy0, 0), min(cy1, h)):
         for cx in range(max(cx0, 0), min(cx1, w)):
             if g.heat_done[k, cy, cx] or (need.size and not need[cy, cx]):
                 continue
-            for i in range(CELL):
-                for j in range(CELL):
-                    y, x = cy * CELL + i, cx * CELL + j
-                    v = _resized(g, g.heat, 0, k, y, x)
-                    if two:
-                        v = (v + _resized(g, g.heat, 1, k, y, x)) / np.float32(2.0)
-                    g.heat_cells[k, cy, cx, i * CELL + j] = v
+            if rows is None:  # allocated once a cell is to be computed
+                rows = np.empty((M, 3, CELL), np.float32)
+                vals = np.empty((M, CELL * CELL), np.float32)
+            _fill_cells(g, g.heat, k, cy, cx, rows, vals)
+            for p in range(CELL * CELL):
+                v = vals[0, p]
+                if M == 2:
+                    v = (v + vals[1, p]) / np.float32(2.0)
+                g.heat_cells[k, cy, cx, p] = v
             g.heat_done[k, cy, cx] = 1
 
 
@@ -84,10 +109,10 @@ def _fill_heat(g, k, cy0, cy1, cx0, cx1, need):
 def _fill_tags(g, k, cy, cx):
     if g.tag_done[k, cy, cx]:
         return
-    for m in range(g.tags.shape[0]):
-        for i in range(CELL):
-            for j in range(CELL):
-                g.tag_cells[m, k, cy, cx, i * CELL + j] = _resized(g, g.tags, m, k, cy * CELL + i, cx * CELL + j)
+    M = g.tags.shape[0]
+    vals = np.empty((M, CELL * CELL), np.float32)
+    _fill_cells(g, g.tags, k, cy, cx, np.empty((M, 3, CELL), np.float32), vals)
+    g.tag_cells[:, k, cy, cx] = vals
     g.tag_done[k, cy, cx] = 1
 
 
@@ -330,14 +355,45 @@ def _upper(heat, lo, hi, k, cy, cx, prev):
     return upper + REL * abs(upper) + ABS
 
 
+@njit(cache=True, inline="always")
+def _tag_box(tags, k, cy0, cy1, cx0, cx1, lo, hi, i0, i1, i2):
+    """lo/hi[:, i0, i1, i2] = range of tags[:, k] over the 3x3 neighbourhoods of the cells in
+    rows [cy0, cy1) and columns [cx0, cx1): the low-resolution window one wider, clipped."""
+    h, w = tags.shape[2], tags.shape[3]
+    for m in range(tags.shape[0]):
+        a = b = tags[m, k, max(0, cy0 - 1), max(0, cx0 - 1)]
+        for y in range(max(0, cy0 - 1), min(h, cy1 + 1)):
+            for x in range(max(0, cx0 - 1), min(w, cx1 + 1)):
+                v = tags[m, k, y, x]
+                a = min(a, v)
+                b = max(b, v)
+        lo[m, i0, i1, i2] = a
+        hi[m, i0, i1, i2] = b
+
+
 @njit(cache=True)
-def _refine_cell(g, k, cy, cx, prev, best, best_flat):
-    """Exact `heat - round(||tag - prev||)` on one cell (mmpose's float32 ops: square, sum over
-    the tag dimensions, sqrt, round); returns the running (max, first row-major argmax)."""
-    _fill_heat(g, k, cy, cy + 1, cx, cx + 1, _ALL)
-    _fill_tags(g, k, cy, cx)
-    width = g.xi0.shape[0]
-    heat, tags = g.heat_cells[k, cy, cx], g.tag_cells[:, k, cy, cx]
+def _prepare_blocks(g, r, k):
+    """Joint k's block bounds: tag ranges and the largest tile heat bound of each block."""
+    K, h, w = g.cell_heat.shape
+    ny, nx = g.tile_heat.shape[1], g.tile_heat.shape[2]
+    side = TILE * TILE
+    for by in range(r.block_heat.shape[1]):
+        for bx in range(r.block_heat.shape[2]):
+            _tag_box(g.tags, k, by * side, min(h, by * side + side), bx * side, min(w, bx * side + side),
+                     r.block_lo, r.block_hi, k, by, bx)
+            heat = NEG
+            for ty in range(by * TILE, min(ny, by * TILE + TILE)):
+                for tx in range(bx * TILE, min(nx, bx * TILE + TILE)):
+                    heat = max(heat, g.tile_heat[k, ty, tx])
+            r.block_heat[k, by, bx] = heat
+    r.block_done[k] = 1
+
+
+@njit(cache=True)
+def _refine_cell(heat, tags, y0, x0, width, prev, best, best_flat):
+    """Exact `heat - round(||tag - prev||)` on one cached cell (heat [16], tags [M, 16]) at
+    input-size (y0, x0), with mmpose's float32 ops (square, sum over the tag dimensions, sqrt,
+    round); returns the running (max, first row-major argmax)."""
     for i in range(CELL):
         for j in range(CELL):
             p = i * CELL + j
@@ -346,51 +402,106 @@ def _refine_cell(g, k, cy, cx, prev, best, best_flat):
                 d = tags[m, p] - prev[m]
                 sq = d * d if m == 0 else sq + d * d
             v = heat[p] - np.rint(np.sqrt(sq))
-            flat = (cy * CELL + i) * width + cx * CELL + j
+            flat = (y0 + i) * width + x0 + j
             if v > best or (v == best and flat < best_flat):
                 best, best_flat = v, flat
     return best, best_flat
 
 
-@njit(cache=True)
-def _refine_tile(g, b, k, t, prev, best, best_flat):
-    K, h, w = g.cell_heat.shape
-    nx = g.tile_heat.shape[2]
-    ty, tx = t // nx, t % nx
-    for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
-        for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
-            if _upper(g.cell_heat[k, cy, cx], b.cell_lo, b.cell_hi, k, cy, cx, prev) >= best:
-                best, best_flat = _refine_cell(g, k, cy, cx, prev, best, best_flat)
-    return best, best_flat
+@njit(cache=True, inline="always")
+def _sort_desc(bound, ids, n):
+    """Insertion sort of the first n (bound, id) pairs by descending bound."""
+    for i in range(1, n):
+        b, j = bound[i], ids[i]
+        pos = i
+        while pos > 0 and bound[pos - 1] < b:
+            bound[pos], ids[pos] = bound[pos - 1], ids[pos - 1]
+            pos -= 1
+        bound[pos], ids[pos] = b, j
 
 
 @njit(cache=True)
-def refine_argmax(g, b, joints, prev, seed_start, seed_cells):
+def _refine_at(g, k, cy, cx, prev, best, best_flat):
+    if not g.heat_done[k, cy, cx]:
+        _fill_heat(g, k, cy, cy + 1, cx, cx + 1, _ALL)
+    if not g.tag_done[k, cy, cx]:
+        _fill_tags(g, k, cy, cx)
+    return _refine_cell(g.heat_cells[k, cy, cx], g.tag_cells[:, k, cy, cx], cy * CELL, cx * CELL,
+                        g.xi0.shape[0], prev, best, best_flat)
+
+
+@njit(cache=True)
+def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     """Flat input-size index of the row-major first argmax of `heat - round(||tag - prev||)`
     for each query (a joint, a person tag prev [n, M]).
 
     Branch and bound: the seed cells (query q's are seed_cells[seed_start[q]:seed_start[q+1]],
-    as cy * w + cx: where the person's other joints are, so tags match) and the tile with the
-    best bound give a lower bound; then every tile and cell whose bound reaches the best value so
-    far is evaluated exactly, so every pixel attaining the maximum is seen."""
+    as cy * w + cx: where the person's other joints are, so tags match) give a lower bound; then
+    blocks, their tiles and the tiles' cells are visited by descending bound, each level stopping
+    at the first bound below the best value so far. What is skipped cannot reach the maximum, so
+    every pixel attaining it is evaluated and the first in row-major order is exact."""
     K, h, w = g.cell_heat.shape
     ny, nx = g.tile_heat.shape[1], g.tile_heat.shape[2]
+    nby, nbx = r.block_heat.shape[1], r.block_heat.shape[2]
+    blocks = nby * nbx
+    dims = g.tags.shape[0]
     out = np.empty(len(joints), np.int64)
-    bound = np.empty(ny * nx, np.float32)
+    block_bound = np.empty(blocks, np.float32)
+    block_id = np.empty(blocks, np.int64)
+    tile_bound = np.empty(TILE * TILE, np.float32)
+    tile_id = np.empty(TILE * TILE, np.int64)
+    cell_bound = np.empty(TILE * TILE, np.float32)
+    cell_id = np.empty(TILE * TILE, np.int64)
+    box_lo = np.empty((dims, 1, 1, 1), np.float32)
+    box_hi = np.empty((dims, 1, 1, 1), np.float32)
     for q in range(len(joints)):
         k = joints[q]
         p = prev[q]
+        if not r.block_done[k]:
+            _prepare_blocks(g, r, k)
         best, best_flat = NEG, np.int64(-1)
         for s in range(seed_start[q], seed_start[q + 1]):
-            best, best_flat = _refine_cell(g, k, seed_cells[s] // w, seed_cells[s] % w, p, best, best_flat)
-        first = 0
-        for t in range(ny * nx):
-            bound[t] = _upper(g.tile_heat[k, t // nx, t % nx], b.tile_lo, b.tile_hi, k, t // nx, t % nx, p)
-            if bound[t] > bound[first]:
-                first = t
-        best, best_flat = _refine_tile(g, b, k, first, p, best, best_flat)
-        for t in range(ny * nx):
-            if t != first and bound[t] >= best:
-                best, best_flat = _refine_tile(g, b, k, t, p, best, best_flat)
+            best, best_flat = _refine_at(g, k, seed_cells[s] // w, seed_cells[s] % w, p, best, best_flat)
+        for b in range(blocks):
+            block_bound[b] = _upper(r.block_heat[k, b // nbx, b % nbx], r.block_lo, r.block_hi,
+                                    k, b // nbx, b % nbx, p)
+            block_id[b] = b
+        for j in range(blocks):
+            top = j  # selection sort, lazily: most blocks are pruned
+            for c in range(j + 1, blocks):
+                if block_bound[c] > block_bound[top]:
+                    top = c
+            block_bound[j], block_bound[top] = block_bound[top], block_bound[j]
+            block_id[j], block_id[top] = block_id[top], block_id[j]
+            if block_bound[j] < best:
+                break
+            by, bx = block_id[j] // nbx, block_id[j] % nbx
+            t = 0
+            for ty in range(by * TILE, min(ny, by * TILE + TILE)):
+                for tx in range(bx * TILE, min(nx, bx * TILE + TILE)):
+                    if not r.tile_done[k, ty, tx]:
+                        _tag_box(g.tags, k, ty * TILE, min(h, ty * TILE + TILE), tx * TILE, min(w, tx * TILE + TILE),
+                                 r.tile_lo, r.tile_hi, k, ty, tx)
+                        r.tile_done[k, ty, tx] = 1
+                    tile_bound[t] = _upper(g.tile_heat[k, ty, tx], r.tile_lo, r.tile_hi, k, ty, tx, p)
+                    tile_id[t] = ty * nx + tx
+                    t += 1
+            _sort_desc(tile_bound, tile_id, t)
+            for a in range(t):
+                if tile_bound[a] < best:
+                    break
+                ty, tx = tile_id[a] // nx, tile_id[a] % nx
+                c = 0
+                for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
+                    for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
+                        _tag_box(g.tags, k, cy, cy + 1, cx, cx + 1, box_lo, box_hi, 0, 0, 0)
+                        cell_bound[c] = _upper(g.cell_heat[k, cy, cx], box_lo, box_hi, 0, 0, 0, p)
+                        cell_id[c] = cy * w + cx
+                        c += 1
+                _sort_desc(cell_bound, cell_id, c)
+                for e in range(c):
+                    if cell_bound[e] < best:
+                        break
+                    best, best_flat = _refine_at(g, k, cell_id[e] // w, cell_id[e] % w, p, best, best_flat)
         out[q] = best_flat
     return out
