@@ -180,8 +180,10 @@ class _Maps:
         self.grid = kernels.Grid(
             self.heat, self.tags, ry.i0, ry.i1, ry.w0, ry.w1, ry.w0d, rx.i0, rx.i1, rx.w0, rx.w1, rx.w0d,
             bool(params.fused_multiply_add), cell, self._tiled(cell, np.maximum, -np.inf),
-            np.empty((k, h, w, STRIDE * STRIDE), _F32), np.zeros((k, h, w), np.uint8),
-            np.empty((self.tag_dims, k, h, w, STRIDE * STRIDE), _F32), np.zeros((k, h, w), np.uint8))
+            np.zeros((k, h, w), np.int64), np.empty((k * h * w, STRIDE * STRIDE), _F32),
+            np.zeros((k, h, w), np.int64), np.empty((k * h * w, self.tag_dims, STRIDE * STRIDE), _F32),
+            np.zeros(2, np.int64), np.empty((self.tag_dims, 3, STRIDE), _F32),
+            np.empty((self.tag_dims, STRIDE * STRIDE), _F32))
         self._refine = None
 
     def _tiled(self, cells, reduce, fill):

@@ -4,11 +4,13 @@ three searches over them (NMS maxima, torch.topk's order, refine's argmax).
 The input-size maps are never built whole. A value is computed with torch's own arithmetic (its
 CPU bilinear kernel, align_corners=False, fused multiply-adds or not) when a search needs it, a
 cell (the 4x4 input-size pixels of one low-resolution pixel) at a time, and kept for the rest of
-the call. Searches skip cells and tiles (4x4 cells) by upper bounds computed from the
+the call in a dense store (slot per cell: a sparse cache would cost a page fault per cell).
+Searches skip cells, tiles (4x4 cells) and blocks (4x4 tiles) by upper bounds computed from the
 low-resolution maps: a resized value is a convex combination of its cell's 3x3 neighbourhood.
 
 Grid (a namedtuple, so one compiled signature serves every call) holds the low-resolution maps,
-the resize tables, the bounds and the caches; grouping._Maps builds it.
+the resize tables, the bounds and the caches; grouping._Maps builds it. Kernels take it whole,
+but per-pixel code reads plain arrays: a call passing the Grid costs tens of nanoseconds.
 """
 
 from collections import namedtuple
@@ -17,7 +19,7 @@ import numpy as np
 from numba import njit
 
 CELL = 4  # input-size pixels per cell side (the network stride)
-TILE = 4  # cells per tile side
+TILE = 4  # cells per tile side, tiles per block side
 REL = np.float32(1e-5)  # slack on bounds: computed values may exceed a convex combination by ulps
 ABS = np.float32(1e-30)
 NEG = np.float32(-np.inf)
@@ -28,8 +30,10 @@ Grid = namedtuple("Grid", [
     "xi0", "xi1", "xw0", "xw1", "xw0d",  # along x [4w]
     "fma",  # bool: torch's AVX2/AVX512 kernel fuses multiply-adds
     "cell_heat", "tile_heat",  # float32 [K, h, w], [K, ny, nx]: upper bounds of the heat
-    "heat_cells", "heat_done",  # cache: float32 [K, h, w, 16], uint8 [K, h, w]
-    "tag_cells", "tag_done",  # cache: float32 [M, K, h, w, 16], uint8 [K, h, w]
+    # caches: slot [K, h, w] int64 (1-based, 0 = not computed) into store [K*h*w, 16] (heat) or
+    # [K*h*w, M, 16] (tags); count [2] = slots used (heat, tags); scratch: rows [M, 3, 4] and
+    # pixels [M, 16]
+    "heat_slot", "heat_store", "tag_slot", "tag_store", "count", "rows", "pixels",
 ])
 
 RefineBounds = namedtuple("RefineBounds", [
@@ -51,78 +55,69 @@ def _lerp(a, b, w0, w1, w0d, fma):
     return a * w0 + b * w1
 
 
-@njit(cache=True, inline="always")
-def _resized(g, maps, m, k, y, x):
-    """torch upsample_bilinear2d of maps[m, k] at input-size pixel (y, x)."""
-    y0, y1, x0, x1 = g.yi0[y], g.yi1[y], g.xi0[x], g.xi1[x]
-    wx0, wx1, wx0d = g.xw0[x], g.xw1[x], g.xw0d[x]
-    t0 = _lerp(maps[m, k, y0, x0], maps[m, k, y0, x1], wx0, wx1, wx0d, g.fma)
-    t1 = _lerp(maps[m, k, y1, x0], maps[m, k, y1, x1], wx0, wx1, wx0d, g.fma)
-    return _lerp(t0, t1, g.yw0[y], g.yw1[y], g.yw0d[y], g.fma)
-
-
 @njit(cache=True)
-def _fill_cells(g, maps, k, cy, cx, rows, out):
-    """Resize maps[:, k] on one cell into out [M, 16]: each source row is resized horizontally
-    once into rows [M, 3, 4], then vertically (the per-pixel operations of torch's kernel)."""
+def _resize_cell(g, maps, m, k, cy, cx, out):
+    """torch's resize of maps[m, k] on one cell into out [16]: each source row is resized
+    horizontally once, then vertically (the per-pixel operations of its kernel)."""
+    rows = g.rows[m]
     y0, x0 = cy * CELL, cx * CELL
     base = g.yi0[y0]
-    span = g.yi1[y0 + CELL - 1] - base + 1  # at most 3 source rows per cell
-    for m in range(maps.shape[0]):
-        for r in range(span):
-            for j in range(CELL):
-                x = x0 + j
-                rows[m, r, j] = _lerp(maps[m, k, base + r, g.xi0[x]], maps[m, k, base + r, g.xi1[x]],
-                                      g.xw0[x], g.xw1[x], g.xw0d[x], g.fma)
-        for i in range(CELL):
-            y = y0 + i
-            a, b = g.yi0[y] - base, g.yi1[y] - base
-            for j in range(CELL):
-                out[m, i * CELL + j] = _lerp(rows[m, a, j], rows[m, b, j], g.yw0[y], g.yw1[y], g.yw0d[y], g.fma)
+    for r in range(g.yi1[y0 + CELL - 1] - base + 1):  # at most 3 source rows per cell
+        for j in range(CELL):
+            x = x0 + j
+            rows[r, j] = _lerp(maps[m, k, base + r, g.xi0[x]], maps[m, k, base + r, g.xi1[x]],
+                               g.xw0[x], g.xw1[x], g.xw0d[x], g.fma)
+    for i in range(CELL):
+        y = y0 + i
+        a, b = g.yi0[y] - base, g.yi1[y] - base
+        for j in range(CELL):
+            out[i * CELL + j] = _lerp(rows[a, j], rows[b, j], g.yw0[y], g.yw1[y], g.yw0d[y], g.fma)
 
 
 @njit(cache=True)
-def _fill_heat(g, k, cy0, cy1, cx0, cx1, need):
-    """Compute the aggregated heat (mean of the original and flipped maps) of the cells in rows
-    [cy0, cy1) and columns [cx0, cx1) (clipped to the map) that are needed (need[cy, cx], or all
-    when need is empty) and not cached yet."""
-    K, h, w = g.cell_heat.shape
-    M = g.heat.shape[0]
-    rows = vals = None
-    for cy in range(max(cy0, 0), min(cy1, h)):
-        for cx in range(max(cx0, 0), min(cx1, w)):
-            if g.heat_done[k, cy, cx] or (need.size and not need[cy, cx]):
-                continue
-            if rows is None:  # allocated once a cell is to be computed
-                rows = np.empty((M, 3, CELL), np.float32)
-                vals = np.empty((M, CELL * CELL), np.float32)
-            _fill_cells(g, g.heat, k, cy, cx, rows, vals)
-            for p in range(CELL * CELL):
-                v = vals[0, p]
-                if M == 2:
-                    v = (v + vals[1, p]) / np.float32(2.0)
-                g.heat_cells[k, cy, cx, p] = v
-            g.heat_done[k, cy, cx] = 1
+def _fill_heat(g, k, cy, cx):
+    """Compute one cell's aggregated heat (the mean of the original and flipped resized maps)
+    into the next slot; returns the slot."""
+    slot = g.count[0]
+    g.count[0] += 1
+    out = g.heat_store[slot]
+    _resize_cell(g, g.heat, 0, k, cy, cx, out)
+    if g.heat.shape[0] == 2:
+        other = g.pixels[1]
+        _resize_cell(g, g.heat, 1, k, cy, cx, other)
+        for p in range(CELL * CELL):
+            out[p] = (out[p] + other[p]) / np.float32(2.0)
+    g.heat_slot[k, cy, cx] = slot + 1
+    return slot
 
 
 @njit(cache=True)
 def _fill_tags(g, k, cy, cx):
-    if g.tag_done[k, cy, cx]:
-        return
-    M = g.tags.shape[0]
-    vals = np.empty((M, CELL * CELL), np.float32)
-    _fill_cells(g, g.tags, k, cy, cx, np.empty((M, 3, CELL), np.float32), vals)
-    g.tag_cells[:, k, cy, cx] = vals
-    g.tag_done[k, cy, cx] = 1
-
-
-_ALL = np.zeros((0, 0), np.bool_)  # `need` meaning every cell
+    slot = g.count[1]
+    g.count[1] += 1
+    for m in range(g.tags.shape[0]):
+        _resize_cell(g, g.tags, m, k, cy, cx, g.tag_store[slot, m])
+    g.tag_slot[k, cy, cx] = slot + 1
+    return slot
 
 
 @njit(cache=True, inline="always")
-def _cached(cells, k, y, x):
-    """A cached input-size value (its cell must have been filled)."""
-    return cells[k, y // CELL, x // CELL, (y % CELL) * CELL + x % CELL]
+def _heat_of(g, k, cy, cx):
+    """The store slot of a cell's heat, computed if need be."""
+    slot = g.heat_slot[k, cy, cx] - 1
+    return slot if slot >= 0 else _fill_heat(g, k, cy, cx)
+
+
+@njit(cache=True, inline="always")
+def _tags_of(g, k, cy, cx):
+    slot = g.tag_slot[k, cy, cx] - 1
+    return slot if slot >= 0 else _fill_tags(g, k, cy, cx)
+
+
+@njit(cache=True, inline="always")
+def _cached(slots, store, k, y, x):
+    """A cached input-size heat value (its cell must have been computed)."""
+    return store[slots[k, y // CELL, x // CELL] - 1, (y % CELL) * CELL + x % CELL]
 
 
 @njit(cache=True)
@@ -130,73 +125,72 @@ def heat_at(g, ks, ys, xs):
     """Aggregated input-size heat at (joint, row, column) arrays of one length."""
     out = np.empty(len(ks), np.float32)
     for i in range(len(ks)):
-        cy, cx = ys[i] // CELL, xs[i] // CELL
-        _fill_heat(g, ks[i], cy, cy + 1, cx, cx + 1, _ALL)
-        out[i] = _cached(g.heat_cells, ks[i], ys[i], xs[i])
+        slot = _heat_of(g, ks[i], ys[i] // CELL, xs[i] // CELL)
+        out[i] = g.heat_store[slot, (ys[i] % CELL) * CELL + xs[i] % CELL]
     return out
 
 
 @njit(cache=True)
 def tags_at(g, ks, ys, xs):
     """Input-size tags [n, M] at (joint, row, column) arrays of one length."""
-    dims = g.tags.shape[0]
-    out = np.empty((len(ks), dims), np.float32)
+    out = np.empty((len(ks), g.tags.shape[0]), np.float32)
     for i in range(len(ks)):
-        _fill_tags(g, ks[i], ys[i] // CELL, xs[i] // CELL)
-        for m in range(dims):
-            out[i, m] = _cached(g.tag_cells[m], ks[i], ys[i], xs[i])
+        slot = _tags_of(g, ks[i], ys[i] // CELL, xs[i] // CELL)
+        out[i] = g.tag_store[slot, :, (ys[i] % CELL) * CELL + xs[i] % CELL]
     return out
 
 
 # ---------------------------------------------------------------------------- NMS and top-k
 
+@njit(cache=True)
+def _fill_around(g, k, cy, cx, reach):
+    """Compute the cells within `reach` of cell (cy, cx): all an NMS window centred in it reads."""
+    K, h, w = g.cell_heat.shape
+    for y in range(max(0, cy - reach), min(h, cy + reach + 1)):
+        for x in range(max(0, cx - reach), min(w, cx + reach + 1)):
+            if g.heat_slot[k, y, x] == 0:
+                _fill_heat(g, k, y, x)
+
+
 @njit(cache=True, inline="always")
-def _is_max(heat, k, y, x, v, halo):
+def _is_max(slots, store, k, y, x, v, halo):
     """MaxPool(2*halo+1, stride 1, padding -inf) of the cached heat equals v at (y, x)."""
-    height, width = heat.shape[1] * CELL, heat.shape[2] * CELL
+    height, width = slots.shape[1] * CELL, slots.shape[2] * CELL
     for yy in range(max(0, y - halo), min(height, y + halo + 1)):
         for xx in range(max(0, x - halo), min(width, x + halo + 1)):
-            if _cached(heat, k, yy, xx) > v:
+            if _cached(slots, store, k, yy, xx) > v:
                 return False
     return True
 
 
 @njit(cache=True)
-def _fill_around(g, k, need, cy0, cy1, reach, mark):
-    """Fill the cells within `reach` cells of the marked cells in rows [cy0, cy1) (mark[cy, cx]),
-    i.e. everything an NMS window centred in them reads."""
-    K, h, w = g.cell_heat.shape
-    need[max(0, cy0 - reach):min(h, cy1 + reach)] = False
-    for cy in range(max(0, cy0), min(h, cy1)):
-        for cx in range(w):
-            if mark[cy, cx]:
-                need[max(0, cy - reach):cy + reach + 1, max(0, cx - reach):cx + reach + 1] = True
-    _fill_heat(g, k, cy0 - reach, cy1 + reach, 0, w, need)
-
-
-@njit(cache=True)
 def _maxima_above(g, k, thr, halo):
-    """(flat indices ascending, values) of joint k's NMS maxima with heat > thr."""
+    """(flat indices, values) of joint k's NMS maxima with heat > thr, cell by cell."""
     K, h, w = g.cell_heat.shape
     width = w * CELL
-    live = g.cell_heat[k] > thr
-    _fill_around(g, k, np.zeros((h, w), np.bool_), 0, h, -(-halo // CELL), live)
-    count = live.sum() * CELL * CELL
-    flat = np.empty(count, np.int64)
-    vals = np.empty(count, np.float32)
-    heat = g.heat_cells
-    n = 0
-    for y in range(h * CELL):
-        cy = y // CELL
+    reach = -(-halo // CELL)
+    bound = g.cell_heat[k]
+    count = 0
+    for cy in range(h):
         for cx in range(w):
-            if not live[cy, cx]:
+            if bound[cy, cx] > thr:
+                count += 1
+    flat = np.empty(count * CELL * CELL, np.int64)
+    vals = np.empty(count * CELL * CELL, np.float32)
+    slots, store = g.heat_slot, g.heat_store
+    n = 0
+    for cy in range(h):
+        for cx in range(w):
+            if bound[cy, cx] <= thr:
                 continue
-            for x in range(cx * CELL, cx * CELL + CELL):
-                v = _cached(heat, k, y, x)
-                if v > thr and _is_max(heat, k, y, x, v, halo):
-                    flat[n] = y * width + x
-                    vals[n] = v
-                    n += 1
+            _fill_around(g, k, cy, cx, reach)
+            for y in range(cy * CELL, cy * CELL + CELL):
+                for x in range(cx * CELL, cx * CELL + CELL):
+                    v = _cached(slots, store, k, y, x)
+                    if v > thr and _is_max(slots, store, k, y, x, v, halo):
+                        flat[n] = y * width + x
+                        vals[n] = v
+                        n += 1
     return flat[:n], vals[:n]
 
 
@@ -265,24 +259,24 @@ def _topk_replay(g, k, top, halo):
     K, h, w = g.cell_heat.shape
     width = w * CELL
     reach = -(-halo // CELL)
-    heat = g.heat_cells
-    need = np.zeros((h, w), np.bool_)
-    live = np.zeros((h, w), np.bool_)
+    slots, store = g.heat_slot, g.heat_store
+    live = np.zeros(w, np.bool_)
     hv = np.empty(top, np.float32)
     hi = np.empty(top, np.int64)
     filled = 0
     for cy in range(h):
         for cx in range(w):  # the minimum only grows: what it rules out now stays ruled out
-            live[cy, cx] = filled < top or hv[0] < 0 or g.cell_heat[k, cy, cx] > hv[0]
-        _fill_around(g, k, need, cy, cy + 1, reach, live)
+            live[cx] = filled < top or hv[0] < 0 or g.cell_heat[k, cy, cx] > hv[0]
+            if live[cx]:
+                _fill_around(g, k, cy, cx, reach)
         for y in range(cy * CELL, cy * CELL + CELL):
             for cx in range(w):
-                if not live[cy, cx]:
+                if not live[cx]:
                     continue
                 for x in range(cx * CELL, cx * CELL + CELL):
-                    v = _cached(heat, k, y, x)
+                    v = _cached(slots, store, k, y, x)
                     if filled < top or hv[0] < 0:
-                        nms = v if _is_max(heat, k, y, x, v, halo) else np.float32(0.0)
+                        nms = v if _is_max(slots, store, k, y, x, v, halo) else np.float32(0.0)
                         if filled < top:
                             hv[filled] = nms
                             hi[filled] = y * width + x
@@ -291,7 +285,7 @@ def _topk_replay(g, k, top, halo):
                                 _make_heap(hv, hi)
                         elif nms > hv[0]:
                             _adjust_heap(hv, hi, 0, top, nms, y * width + x)
-                    elif v > hv[0] and _is_max(heat, k, y, x, v, halo):
+                    elif v > hv[0] and _is_max(slots, store, k, y, x, v, halo):
                         _adjust_heap(hv, hi, 0, top, v, y * width + x)
     _sort_heap(hv, hi)
     return hi, hv
@@ -314,7 +308,7 @@ def detect(g, thr, halo, top):
         flat, vals = _maxima_above(g, k, thr, halo)
         if len(flat) == 0:
             continue
-        order = np.argsort(-vals, kind="mergesort")
+        order = np.argsort(-vals)
         head = min(len(order), top + 1)
         tied = False
         for i in range(1, head):
@@ -422,12 +416,8 @@ def _sort_desc(bound, ids, n):
 
 @njit(cache=True)
 def _refine_at(g, k, cy, cx, prev, best, best_flat):
-    if not g.heat_done[k, cy, cx]:
-        _fill_heat(g, k, cy, cy + 1, cx, cx + 1, _ALL)
-    if not g.tag_done[k, cy, cx]:
-        _fill_tags(g, k, cy, cx)
-    return _refine_cell(g.heat_cells[k, cy, cx], g.tag_cells[:, k, cy, cx], cy * CELL, cx * CELL,
-                        g.xi0.shape[0], prev, best, best_flat)
+    return _refine_cell(g.heat_store[_heat_of(g, k, cy, cx)], g.tag_store[_tags_of(g, k, cy, cx)],
+                        cy * CELL, cx * CELL, g.xi0.shape[0], prev, best, best_flat)
 
 
 @njit(cache=True)
