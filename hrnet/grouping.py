@@ -177,13 +177,16 @@ class _Maps:
         cell = _filtered(mean, cv2.dilate)
         cell += _F32(_REL) * _F32(np.abs(self.heat).max()) + _F32(_ABS)
         # caches: np.empty leaves the pages untouched until a cell is computed
-        self.grid = kernels.Grid(
-            self.heat, self.tags, ry.i0, ry.i1, ry.w0, ry.w1, ry.w0d, rx.i0, rx.i1, rx.w0, rx.w1, rx.w0d,
-            bool(params.fused_multiply_add), cell, self._tiled(cell, np.maximum, -np.inf),
-            np.zeros((k, h, w), np.int64), np.empty((k * h * w, STRIDE * STRIDE), _F32),
-            np.zeros((k, h, w), np.int64), np.empty((k * h * w, self.tag_dims, STRIDE * STRIDE), _F32),
-            np.zeros(2, np.int64), np.empty((self.tag_dims, 3, STRIDE), _F32),
-            np.empty((self.tag_dims, STRIDE * STRIDE), _F32))
+        cells = k * h * w  # store capacity: every cell, dense from the start (pages untouched)
+        heat_cache = kernels.Cache(self.heat, np.zeros((k, h, w), np.int64), np.empty((cells, STRIDE * STRIDE), _F32),
+                                   np.zeros(1, np.int64), np.empty((len(self.heat), STRIDE * STRIDE), _F32),
+                                   np.empty((3, STRIDE), _F32))
+        tag_cache = kernels.Cache(self.tags, np.zeros((k, h, w), np.int64),
+                                  np.empty((cells, self.tag_dims, STRIDE * STRIDE), _F32), np.zeros(1, np.int64),
+                                  np.empty((self.tag_dims, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
+        resize = kernels.Resize(ry.i0, ry.i1, ry.w0, ry.w1, ry.w0d, rx.i0, rx.i1, rx.w0, rx.w1, rx.w0d,
+                                bool(params.fused_multiply_add))
+        self.grid = kernels.Grid(resize, heat_cache, tag_cache, cell, self._tiled(cell, np.maximum, -np.inf))
         self._refine = None
 
     def _tiled(self, cells, reduce, fill):

@@ -4,13 +4,12 @@ three searches over them (NMS maxima, torch.topk's order, refine's argmax).
 The input-size maps are never built whole. A value is computed with torch's own arithmetic (its
 CPU bilinear kernel, align_corners=False, fused multiply-adds or not) when a search needs it, a
 cell (the 4x4 input-size pixels of one low-resolution pixel) at a time, and kept for the rest of
-the call in a dense store (slot per cell: a sparse cache would cost a page fault per cell).
+the call in a dense store (a slot per cell: a sparse cache would cost a page fault per cell).
 Searches skip cells, tiles (4x4 cells) and blocks (4x4 tiles) by upper bounds computed from the
 low-resolution maps: a resized value is a convex combination of its cell's 3x3 neighbourhood.
 
-Grid (a namedtuple, so one compiled signature serves every call) holds the low-resolution maps,
-the resize tables, the bounds and the caches; grouping._Maps builds it. Kernels take it whole,
-but per-pixel code reads plain arrays: a call passing the Grid costs tens of nanoseconds.
+grouping._Maps builds the Grid. Kernels unpack it once: reading a field of a large tuple inside a
+loop, or passing one to a function that is not inlined, costs more than the arithmetic.
 """
 
 from collections import namedtuple
@@ -24,21 +23,20 @@ REL = np.float32(1e-5)  # slack on bounds: computed values may exceed a convex c
 ABS = np.float32(1e-30)
 NEG = np.float32(-np.inf)
 
-Grid = namedtuple("Grid", [
-    "heat", "tags",  # float32 [M, K, h, w]: M = 2 with flip test (second already un-mirrored)
-    "yi0", "yi1", "yw0", "yw1", "yw0d",  # resize tables along y (int64, int64, f32, f32, f64) [4h]
-    "xi0", "xi1", "xw0", "xw1", "xw0d",  # along x [4w]
-    "fma",  # bool: torch's AVX2/AVX512 kernel fuses multiply-adds
-    "cell_heat", "tile_heat",  # float32 [K, h, w], [K, ny, nx]: upper bounds of the heat
-    # caches: slot [K, h, w] int64 (1-based, 0 = not computed) into store [K*h*w, 16] (heat) or
-    # [K*h*w, M, 16] (tags); count [2] = slots used (heat, tags); scratch: rows [M, 3, 4] and
-    # pixels [M, 16]
-    "heat_slot", "heat_store", "tag_slot", "tag_store", "count", "rows", "pixels",
-])
-
+# torch upsample_bilinear2d (align_corners=False) source indices and weights per input-size row
+# (y) and column (x): int64, int64, float32, float32, float64; fma: its AVX2/AVX512 kernel fuses
+# multiply-adds.
+Resize = namedtuple("Resize", "yi0 yi1 yw0 yw1 yw0d xi0 xi1 xw0 xw1 xw0d fma")
+# Cells computed so far: maps [M, K, h, w] float32 (M = 2 with flip test, the second already
+# un-mirrored), slot [K, h, w] int64 (1-based; 0: not computed), store [K*h*w, 16] (heat: the mean
+# of the M resized maps) or [K*h*w, M, 16] (tags), count [1] slots used, scratch pixels [M, 16]
+# and rows [3, 4].
+Cache = namedtuple("Cache", "maps slot store count pixels rows")
+# cell_heat [K, h, w], tile_heat [K, ny, nx]: upper bounds of the heat.
+Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
+# Filled as refine needs them: tag ranges (float32 [M, K, ...]) over the 3x3 low-resolution
+# neighbourhoods of all cells of a block (4x4 tiles) or a tile, and heat bounds per block.
 RefineBounds = namedtuple("RefineBounds", [
-    # Filled as refine needs them: tag ranges (float32 [M, K, ...]) over the 3x3 low-resolution
-    # neighbourhoods of all cells of a block (4x4 tiles) or a tile, and heat bounds per block.
     "block_lo", "block_hi", "block_heat", "block_done",  # [M, K, nby, nbx] x2, [K, nby, nbx], [K]
     "tile_lo", "tile_hi", "tile_done",  # [M, K, ny, nx] x2, [K, ny, nx]
 ])
@@ -55,63 +53,63 @@ def _lerp(a, b, w0, w1, w0d, fma):
     return a * w0 + b * w1
 
 
-@njit(cache=True)
-def _resize_cell(g, maps, m, k, cy, cx, out):
-    """torch's resize of maps[m, k] on one cell into out [16]: each source row is resized
-    horizontally once, then vertically (the per-pixel operations of its kernel)."""
-    rows = g.rows[m]
+@njit(cache=True, inline="always")
+def _resize_cell(src, R, rows, cy, cx, out):
+    """torch's resize of one low-resolution map src [h, w] on one cell into out [16]: each
+    source row is resized horizontally once (into rows [3, 4]), then vertically: the per-pixel
+    operations of its kernel."""
+    yi0, yi1, yw0, yw1, yw0d, xi0, xi1, xw0, xw1, xw0d, fma = R
     y0, x0 = cy * CELL, cx * CELL
-    base = g.yi0[y0]
-    for r in range(g.yi1[y0 + CELL - 1] - base + 1):  # at most 3 source rows per cell
+    base = yi0[y0]
+    for r in range(yi1[y0 + CELL - 1] - base + 1):  # at most 3 source rows per cell
         for j in range(CELL):
             x = x0 + j
-            rows[r, j] = _lerp(maps[m, k, base + r, g.xi0[x]], maps[m, k, base + r, g.xi1[x]],
-                               g.xw0[x], g.xw1[x], g.xw0d[x], g.fma)
+            rows[r, j] = _lerp(src[base + r, xi0[x]], src[base + r, xi1[x]], xw0[x], xw1[x], xw0d[x], fma)
     for i in range(CELL):
         y = y0 + i
-        a, b = g.yi0[y] - base, g.yi1[y] - base
+        a, b = yi0[y] - base, yi1[y] - base
         for j in range(CELL):
-            out[i * CELL + j] = _lerp(rows[a, j], rows[b, j], g.yw0[y], g.yw1[y], g.yw0d[y], g.fma)
+            out[i * CELL + j] = _lerp(rows[a, j], rows[b, j], yw0[y], yw1[y], yw0d[y], fma)
 
 
-@njit(cache=True)
-def _fill_heat(g, k, cy, cx):
-    """Compute one cell's aggregated heat (the mean of the original and flipped resized maps)
-    into the next slot; returns the slot."""
-    slot = g.count[0]
-    g.count[0] += 1
-    out = g.heat_store[slot]
-    _resize_cell(g, g.heat, 0, k, cy, cx, out)
-    if g.heat.shape[0] == 2:
-        other = g.pixels[1]
-        _resize_cell(g, g.heat, 1, k, cy, cx, other)
-        for p in range(CELL * CELL):
-            out[p] = (out[p] + other[p]) / np.float32(2.0)
-    g.heat_slot[k, cy, cx] = slot + 1
-    return slot
-
-
-@njit(cache=True)
-def _fill_tags(g, k, cy, cx):
-    slot = g.count[1]
-    g.count[1] += 1
-    for m in range(g.tags.shape[0]):
-        _resize_cell(g, g.tags, m, k, cy, cx, g.tag_store[slot, m])
-    g.tag_slot[k, cy, cx] = slot + 1
+@njit(cache=True, inline="always")
+def _fill_heat(R, C, k, cy, cx):
+    """Compute one cell's heat (the mean of the original and flipped resized maps) into the next
+    slot; returns the slot."""
+    maps, slots, store, count, pixels, rows = C
+    slot = count[0]
+    count[0] += 1
+    for m in range(maps.shape[0]):
+        _resize_cell(maps[m, k], R, rows, cy, cx, pixels[m])
+    for p in range(CELL * CELL):
+        store[slot, p] = pixels[0, p] if maps.shape[0] == 1 else (pixels[0, p] + pixels[1, p]) / np.float32(2.0)
+    slots[k, cy, cx] = slot + 1
     return slot
 
 
 @njit(cache=True, inline="always")
-def _heat_of(g, k, cy, cx):
-    """The store slot of a cell's heat, computed if need be."""
-    slot = g.heat_slot[k, cy, cx] - 1
-    return slot if slot >= 0 else _fill_heat(g, k, cy, cx)
+def _fill_tags(R, C, k, cy, cx):
+    maps, slots, store, count, pixels, rows = C
+    slot = count[0]
+    count[0] += 1
+    for m in range(maps.shape[0]):
+        _resize_cell(maps[m, k], R, rows, cy, cx, store[slot, m])
+    slots[k, cy, cx] = slot + 1
+    return slot
 
 
-@njit(cache=True, inline="always")
-def _tags_of(g, k, cy, cx):
-    slot = g.tag_slot[k, cy, cx] - 1
-    return slot if slot >= 0 else _fill_tags(g, k, cy, cx)
+@njit(cache=True)
+def _heat_slot(R, C, k, cy, cx):
+    """The store slot of a cell's heat, computed if need be (called per cell: a function that
+    reads a tuple's fields is cheap to call but slow to inline into a loop)."""
+    slot = C.slot[k, cy, cx] - 1
+    return slot if slot >= 0 else _fill_heat(R, C, k, cy, cx)
+
+
+@njit(cache=True)
+def _tag_slot(R, C, k, cy, cx):
+    slot = C.slot[k, cy, cx] - 1
+    return slot if slot >= 0 else _fill_tags(R, C, k, cy, cx)
 
 
 @njit(cache=True, inline="always")
@@ -123,33 +121,36 @@ def _cached(slots, store, k, y, x):
 @njit(cache=True)
 def heat_at(g, ks, ys, xs):
     """Aggregated input-size heat at (joint, row, column) arrays of one length."""
+    R, C = g.resize, g.heat
     out = np.empty(len(ks), np.float32)
     for i in range(len(ks)):
-        slot = _heat_of(g, ks[i], ys[i] // CELL, xs[i] // CELL)
-        out[i] = g.heat_store[slot, (ys[i] % CELL) * CELL + xs[i] % CELL]
+        slot = _heat_slot(R, C, ks[i], ys[i] // CELL, xs[i] // CELL)
+        out[i] = C.store[slot, (ys[i] % CELL) * CELL + xs[i] % CELL]
     return out
 
 
 @njit(cache=True)
 def tags_at(g, ks, ys, xs):
     """Input-size tags [n, M] at (joint, row, column) arrays of one length."""
-    out = np.empty((len(ks), g.tags.shape[0]), np.float32)
+    R, C = g.resize, g.tags
+    out = np.empty((len(ks), C.maps.shape[0]), np.float32)
     for i in range(len(ks)):
-        slot = _tags_of(g, ks[i], ys[i] // CELL, xs[i] // CELL)
-        out[i] = g.tag_store[slot, :, (ys[i] % CELL) * CELL + xs[i] % CELL]
+        slot = _tag_slot(R, C, ks[i], ys[i] // CELL, xs[i] // CELL)
+        out[i] = C.store[slot, :, (ys[i] % CELL) * CELL + xs[i] % CELL]
     return out
 
 
 # ---------------------------------------------------------------------------- NMS and top-k
 
 @njit(cache=True)
-def _fill_around(g, k, cy, cx, reach):
+def _fill_around(R, C, k, cy, cx, reach):
     """Compute the cells within `reach` of cell (cy, cx): all an NMS window centred in it reads."""
-    K, h, w = g.cell_heat.shape
+    slots = C.slot
+    K, h, w = slots.shape
     for y in range(max(0, cy - reach), min(h, cy + reach + 1)):
         for x in range(max(0, cx - reach), min(w, cx + reach + 1)):
-            if g.heat_slot[k, y, x] == 0:
-                _fill_heat(g, k, y, x)
+            if slots[k, y, x] == 0:
+                _fill_heat(R, C, k, y, x)
 
 
 @njit(cache=True, inline="always")
@@ -164,12 +165,13 @@ def _is_max(slots, store, k, y, x, v, halo):
 
 
 @njit(cache=True)
-def _maxima_above(g, k, thr, halo):
-    """(flat indices, values) of joint k's NMS maxima with heat > thr, cell by cell."""
-    K, h, w = g.cell_heat.shape
+def _maxima_above(R, C, bound, k, thr, halo):
+    """(flat indices, values) of joint k's NMS maxima with heat > thr, cell by cell, given the
+    heat bound per cell [h, w]."""
+    h, w = bound.shape
     width = w * CELL
     reach = -(-halo // CELL)
-    bound = g.cell_heat[k]
+    slots, store = C.slot, C.store
     count = 0
     for cy in range(h):
         for cx in range(w):
@@ -177,13 +179,12 @@ def _maxima_above(g, k, thr, halo):
                 count += 1
     flat = np.empty(count * CELL * CELL, np.int64)
     vals = np.empty(count * CELL * CELL, np.float32)
-    slots, store = g.heat_slot, g.heat_store
     n = 0
     for cy in range(h):
         for cx in range(w):
             if bound[cy, cx] <= thr:
                 continue
-            _fill_around(g, k, cy, cx, reach)
+            _fill_around(R, C, k, cy, cx, reach)
             for y in range(cy * CELL, cy * CELL + CELL):
                 for x in range(cx * CELL, cx * CELL + CELL):
                     v = _cached(slots, store, k, y, x)
@@ -251,24 +252,24 @@ def topk_1d(values, k):
 
 
 @njit(cache=True)
-def _topk_replay(g, k, top, halo):
+def _topk_replay(R, C, bound, k, top, halo):
     """topk_1d of joint k's whole NMS map (heat where it is its window's maximum, else 0),
     replayed in index order, a row of cells at a time. Once the heap minimum is >= 0, zeros
     cannot enter, and neither can anything in a cell whose heat bound is <= that minimum: such
     cells are neither computed nor scanned."""
-    K, h, w = g.cell_heat.shape
+    h, w = bound.shape
     width = w * CELL
     reach = -(-halo // CELL)
-    slots, store = g.heat_slot, g.heat_store
+    slots, store = C.slot, C.store
     live = np.zeros(w, np.bool_)
     hv = np.empty(top, np.float32)
     hi = np.empty(top, np.int64)
     filled = 0
     for cy in range(h):
         for cx in range(w):  # the minimum only grows: what it rules out now stays ruled out
-            live[cx] = filled < top or hv[0] < 0 or g.cell_heat[k, cy, cx] > hv[0]
+            live[cx] = filled < top or hv[0] < 0 or bound[cy, cx] > hv[0]
             if live[cx]:
-                _fill_around(g, k, cy, cx, reach)
+                _fill_around(R, C, k, cy, cx, reach)
         for y in range(cy * CELL, cy * CELL + CELL):
             for cx in range(w):
                 if not live[cx]:
@@ -300,12 +301,13 @@ def detect(g, thr, halo, top):
     the sorted one unless equal values (border plateaus: the resize clamps, so the two outermost
     rows and columns are equal) fall within the first top+1, in which case which of them make the
     cut and their order are std::partial_sort's, replayed on the whole NMS map."""
-    K = g.cell_heat.shape[0]
+    R, C, cell_heat = g.resize, g.heat, g.cell_heat
+    K = cell_heat.shape[0]
     out_flat = np.zeros((K, top), np.int64)
     out_val = np.zeros((K, top), np.float32)
     counts = np.zeros(K, np.int64)
     for k in range(K):
-        flat, vals = _maxima_above(g, k, thr, halo)
+        flat, vals = _maxima_above(R, C, cell_heat[k], k, thr, halo)
         if len(flat) == 0:
             continue
         order = np.argsort(-vals)
@@ -316,7 +318,7 @@ def detect(g, thr, halo, top):
                 tied = True
                 break
         if tied:
-            flat, vals = _topk_replay(g, k, top, halo)
+            flat, vals = _topk_replay(R, C, cell_heat[k], k, top, halo)
             order = np.arange(top)
         n = 0
         for i in range(min(len(order), top)):
@@ -366,28 +368,28 @@ def _tag_box(tags, k, cy0, cy1, cx0, cx1, lo, hi, i0, i1, i2):
 
 
 @njit(cache=True)
-def _prepare_blocks(g, r, k):
+def _prepare_blocks(tags, tile_heat, r, k):
     """Joint k's block bounds: tag ranges and the largest tile heat bound of each block."""
-    K, h, w = g.cell_heat.shape
-    ny, nx = g.tile_heat.shape[1], g.tile_heat.shape[2]
+    h, w = tags.shape[2], tags.shape[3]
+    ny, nx = tile_heat.shape[1], tile_heat.shape[2]
     side = TILE * TILE
     for by in range(r.block_heat.shape[1]):
         for bx in range(r.block_heat.shape[2]):
-            _tag_box(g.tags, k, by * side, min(h, by * side + side), bx * side, min(w, bx * side + side),
+            _tag_box(tags, k, by * side, min(h, by * side + side), bx * side, min(w, bx * side + side),
                      r.block_lo, r.block_hi, k, by, bx)
             heat = NEG
             for ty in range(by * TILE, min(ny, by * TILE + TILE)):
                 for tx in range(bx * TILE, min(nx, bx * TILE + TILE)):
-                    heat = max(heat, g.tile_heat[k, ty, tx])
+                    heat = max(heat, tile_heat[k, ty, tx])
             r.block_heat[k, by, bx] = heat
     r.block_done[k] = 1
 
 
-@njit(cache=True)
-def _refine_cell(heat, tags, y0, x0, width, prev, best, best_flat):
-    """Exact `heat - round(||tag - prev||)` on one cached cell (heat [16], tags [M, 16]) at
-    input-size (y0, x0), with mmpose's float32 ops (square, sum over the tag dimensions, sqrt,
-    round); returns the running (max, first row-major argmax)."""
+@njit(cache=True, inline="always")
+def _refine_cell(heat, tags, cy, cx, width, prev, best, best_flat):
+    """Exact `heat - round(||tag - prev||)` on one cell (heat [16], tags [M, 16]), with mmpose's
+    float32 ops (square, sum over the tag dimensions, sqrt, round); returns the running (max,
+    first row-major argmax)."""
     for i in range(CELL):
         for j in range(CELL):
             p = i * CELL + j
@@ -396,7 +398,7 @@ def _refine_cell(heat, tags, y0, x0, width, prev, best, best_flat):
                 d = tags[m, p] - prev[m]
                 sq = d * d if m == 0 else sq + d * d
             v = heat[p] - np.rint(np.sqrt(sq))
-            flat = (y0 + i) * width + x0 + j
+            flat = (cy * CELL + i) * width + cx * CELL + j
             if v > best or (v == best and flat < best_flat):
                 best, best_flat = v, flat
     return best, best_flat
@@ -415,12 +417,6 @@ def _sort_desc(bound, ids, n):
 
 
 @njit(cache=True)
-def _refine_at(g, k, cy, cx, prev, best, best_flat):
-    return _refine_cell(g.heat_store[_heat_of(g, k, cy, cx)], g.tag_store[_tags_of(g, k, cy, cx)],
-                        cy * CELL, cx * CELL, g.xi0.shape[0], prev, best, best_flat)
-
-
-@njit(cache=True)
 def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     """Flat input-size index of the row-major first argmax of `heat - round(||tag - prev||)`
     for each query (a joint, a person tag prev [n, M]).
@@ -430,11 +426,15 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     blocks, their tiles and the tiles' cells are visited by descending bound, each level stopping
     at the first bound below the best value so far. What is skipped cannot reach the maximum, so
     every pixel attaining it is evaluated and the first in row-major order is exact."""
-    K, h, w = g.cell_heat.shape
-    ny, nx = g.tile_heat.shape[1], g.tile_heat.shape[2]
-    nby, nbx = r.block_heat.shape[1], r.block_heat.shape[2]
+    R, H, T, cell_heat, tile_heat = g.resize, g.heat, g.tags, g.cell_heat, g.tile_heat
+    tags, hslot, hstore, tslot, tstore = T.maps, H.slot, H.store, T.slot, T.store
+    K, h, w = cell_heat.shape
+    width = w * CELL
+    ny, nx = tile_heat.shape[1], tile_heat.shape[2]
+    block_heat, block_lo, block_hi = r.block_heat, r.block_lo, r.block_hi
+    tile_lo, tile_hi, tile_done = r.tile_lo, r.tile_hi, r.tile_done
+    nby, nbx = block_heat.shape[1], block_heat.shape[2]
     blocks = nby * nbx
-    dims = g.tags.shape[0]
     out = np.empty(len(joints), np.int64)
     block_bound = np.empty(blocks, np.float32)
     block_id = np.empty(blocks, np.int64)
@@ -442,19 +442,21 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     tile_id = np.empty(TILE * TILE, np.int64)
     cell_bound = np.empty(TILE * TILE, np.float32)
     cell_id = np.empty(TILE * TILE, np.int64)
-    box_lo = np.empty((dims, 1, 1, 1), np.float32)
-    box_hi = np.empty((dims, 1, 1, 1), np.float32)
+    box_lo = np.empty((tags.shape[0], 1, 1, 1), np.float32)
+    box_hi = np.empty((tags.shape[0], 1, 1, 1), np.float32)
     for q in range(len(joints)):
         k = joints[q]
         p = prev[q]
         if not r.block_done[k]:
-            _prepare_blocks(g, r, k)
+            _prepare_blocks(tags, tile_heat, r, k)
         best, best_flat = NEG, np.int64(-1)
         for s in range(seed_start[q], seed_start[q + 1]):
-            best, best_flat = _refine_at(g, k, seed_cells[s] // w, seed_cells[s] % w, p, best, best_flat)
+            cy, cx = seed_cells[s] // w, seed_cells[s] % w
+            hs = hslot[k, cy, cx] - 1 if hslot[k, cy, cx] else _heat_slot(R, H, k, cy, cx)
+            ts = tslot[k, cy, cx] - 1 if tslot[k, cy, cx] else _tag_slot(R, T, k, cy, cx)
+            best, best_flat = _refine_cell(hstore[hs], tstore[ts], cy, cx, width, p, best, best_flat)
         for b in range(blocks):
-            block_bound[b] = _upper(r.block_heat[k, b // nbx, b % nbx], r.block_lo, r.block_hi,
-                                    k, b // nbx, b % nbx, p)
+            block_bound[b] = _upper(block_heat[k, b // nbx, b % nbx], block_lo, block_hi, k, b // nbx, b % nbx, p)
             block_id[b] = b
         for j in range(blocks):
             top = j  # selection sort, lazily: most blocks are pruned
@@ -469,11 +471,11 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
             t = 0
             for ty in range(by * TILE, min(ny, by * TILE + TILE)):
                 for tx in range(bx * TILE, min(nx, bx * TILE + TILE)):
-                    if not r.tile_done[k, ty, tx]:
-                        _tag_box(g.tags, k, ty * TILE, min(h, ty * TILE + TILE), tx * TILE, min(w, tx * TILE + TILE),
-                                 r.tile_lo, r.tile_hi, k, ty, tx)
-                        r.tile_done[k, ty, tx] = 1
-                    tile_bound[t] = _upper(g.tile_heat[k, ty, tx], r.tile_lo, r.tile_hi, k, ty, tx, p)
+                    if not tile_done[k, ty, tx]:
+                        _tag_box(tags, k, ty * TILE, min(h, ty * TILE + TILE), tx * TILE, min(w, tx * TILE + TILE),
+                                 tile_lo, tile_hi, k, ty, tx)
+                        tile_done[k, ty, tx] = 1
+                    tile_bound[t] = _upper(tile_heat[k, ty, tx], tile_lo, tile_hi, k, ty, tx, p)
                     tile_id[t] = ty * nx + tx
                     t += 1
             _sort_desc(tile_bound, tile_id, t)
@@ -484,14 +486,17 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
                 c = 0
                 for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
                     for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
-                        _tag_box(g.tags, k, cy, cy + 1, cx, cx + 1, box_lo, box_hi, 0, 0, 0)
-                        cell_bound[c] = _upper(g.cell_heat[k, cy, cx], box_lo, box_hi, 0, 0, 0, p)
+                        _tag_box(tags, k, cy, cy + 1, cx, cx + 1, box_lo, box_hi, 0, 0, 0)
+                        cell_bound[c] = _upper(cell_heat[k, cy, cx], box_lo, box_hi, 0, 0, 0, p)
                         cell_id[c] = cy * w + cx
                         c += 1
                 _sort_desc(cell_bound, cell_id, c)
                 for e in range(c):
                     if cell_bound[e] < best:
                         break
-                    best, best_flat = _refine_at(g, k, cell_id[e] // w, cell_id[e] % w, p, best, best_flat)
+                    cy, cx = cell_id[e] // w, cell_id[e] % w
+                    hs = hslot[k, cy, cx] - 1 if hslot[k, cy, cx] else _heat_slot(R, H, k, cy, cx)
+                    ts = tslot[k, cy, cx] - 1 if tslot[k, cy, cx] else _tag_slot(R, T, k, cy, cx)
+                    best, best_flat = _refine_cell(hstore[hs], tstore[ts], cy, cx, width, p, best, best_flat)
         out[q] = best_flat
     return out
