@@ -148,61 +148,45 @@ class _Maps:
             raise ValueError(f"output maps must not be empty, got shape {list(out.shape)}")
         if params.max_num_people > STRIDE * STRIDE * h * w:
             raise ValueError(f"max_num_people={params.max_num_people} exceeds the {STRIDE * h}x{STRIDE * w} map")
-        out = out.astype(_F32, copy=False)
-        low, high = out.min(), out.max()
+        out = np.ascontiguousarray(out, dtype=_F32)
+        low, high = out.min(), out.max()  # NaN propagates
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError("output contains NaN or infinite values")
-        if max(-low, high) > MAX_ABS_VALUE:
+        big = max(-low, high)
+        if big > MAX_ABS_VALUE:
             # beyond this, float32 sums lose the precision the bounds rely on (and no network
             # emits such values): refuse rather than search forever
             raise ValueError(f"output values must lie within +-{MAX_ABS_VALUE:g}, got [{low:g}, {high:g}]")
         self.k = k
         self.low = (h, w)
         self.size = (STRIDE * w, STRIDE * h)  # (W, H)
-        heat, tags = out[:, :k], out[:, k:]
-        if params.flip_test:
-            # mmpose flips the low-resolution output back, swaps left/right channels, then resizes.
-            flip = np.asarray(FLIP_INDEX)
-            heat = np.stack([heat[0], heat[1, flip, :, ::-1]])
-            tags = np.stack([tags[0], tags[1, flip, :, ::-1]])
-        self.heat = np.ascontiguousarray(heat)
-        self.tags = np.ascontiguousarray(tags)
-        self.tag_dims = len(self.tags)
+        self.heat = np.empty((batch, k, h, w), _F32)
+        self.tags = np.empty((batch, k, h, w), _F32)
+        mean = np.empty((k, h, w), _F32)
+        kernels.split(out, np.asarray(FLIP_INDEX if params.flip_test else range(k), np.int64),
+                      self.heat, self.tags, mean)
+        self.tag_dims = batch
         ry, rx = _Axis(h, STRIDE * h), _Axis(w, STRIDE * w)
         self.ny, self.nx = -(-h // _TILE), -(-w // _TILE)
         # Heat bound per cell: a resized value is a convex combination of its 3x3 neighbourhood
         # (in both passes, with the same weights, so the mean is too); rounding adds at most a
         # few ulp of the largest magnitude.
-        mean = self.heat[0] if len(self.heat) == 1 else (self.heat[0] + self.heat[1]) / _F32(2.0)
-        cell = _filtered(mean, cv2.dilate)
-        cell += _F32(_REL) * _F32(np.abs(self.heat).max()) + _F32(_ABS)
-        # caches: np.empty leaves the pages untouched until a cell is computed
-        cells = k * h * w  # store capacity: every cell, dense from the start (pages untouched)
-        heat_cache = kernels.Cache(self.heat, np.zeros((k, h, w), np.int64), np.empty((cells, STRIDE * STRIDE), _F32),
-                                   np.zeros(1, np.int64), np.empty((len(self.heat), STRIDE * STRIDE), _F32),
-                                   np.empty((3, STRIDE), _F32))
-        tag_cache = kernels.Cache(self.tags, np.zeros((k, h, w), np.int64),
-                                  np.empty((cells, self.tag_dims, STRIDE * STRIDE), _F32), np.zeros(1, np.int64),
-                                  np.empty((self.tag_dims, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
+        cell = cv2.dilate(mean.reshape(k * h, w), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+        cell = cell.reshape(k, h, w)
+        cell += _F32(_REL) * _F32(big) + _F32(_ABS)
+        # stores: a slot for every cell, filled densely from the start (np.empty leaves the
+        # pages untouched until then)
+        cells = k * h * w
+        scratch = (np.zeros(1, np.int64), np.empty((batch, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
+        heat_cache = kernels.Cache(self.heat, np.zeros((k, h, w), np.int32),
+                                   np.empty((cells, STRIDE * STRIDE), _F32), *scratch)
+        scratch = (np.zeros(1, np.int64), np.empty((batch, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
+        tag_cache = kernels.Cache(self.tags, np.zeros((k, h, w), np.int32),
+                                  np.empty((cells, batch, STRIDE * STRIDE), _F32), *scratch)
         resize = kernels.Resize(ry.i0, ry.i1, ry.w0, ry.w1, ry.w0d, rx.i0, rx.i1, rx.w0, rx.w1, rx.w0d,
                                 bool(params.fused_multiply_add))
-        self.grid = kernels.Grid(resize, heat_cache, tag_cache, cell, self._tiled(cell, np.maximum, -np.inf))
+        self.grid = kernels.Grid(resize, heat_cache, tag_cache, cell, kernels.tile_max(cell))
         self._refine = None
-
-    def _tiled(self, cells, reduce, fill):
-        """Reduce (np.maximum / np.minimum) cells [..., h, w] over 4x4 blocks -> [..., ny, nx]."""
-        h, w = cells.shape[-2:]
-        padded = cells
-        if (h, w) != (self.ny * _TILE, self.nx * _TILE):
-            padded = np.full(cells.shape[:-2] + (self.ny * _TILE, self.nx * _TILE), fill, cells.dtype)
-            padded[..., :h, :w] = cells
-        cols = padded[..., 0::_TILE].copy()
-        for j in range(1, _TILE):
-            reduce(cols, padded[..., j::_TILE], out=cols)
-        out = cols[..., 0::_TILE, :].copy()
-        for i in range(1, _TILE):
-            reduce(out, cols[..., i::_TILE, :], out=out)
-        return out
 
     def refine_bounds(self):
         """Empty refine bounds: the kernels fill what refine searches, when it first does."""
@@ -223,16 +207,6 @@ class _Maps:
     def tags_at(self, ks, ys, xs):
         """Input-size tags [n, tag_dims] at (joint, row, column) index arrays of length n."""
         return kernels.tags_at(self.grid, *(np.asarray(a, np.int64).ravel() for a in (ks, ys, xs)))
-
-
-def _filtered(m, op):
-    """3x3 max (cv2.dilate) or min (cv2.erode) of each map [K, h, w]; replicated borders add
-    nothing beyond the clamped neighbourhood."""
-    out = np.empty_like(m)
-    kernel = np.ones((3, 3), np.uint8)
-    for j in range(len(m)):
-        op(m[j], kernel, dst=out[j], borderType=cv2.BORDER_REPLICATE)
-    return out
 
 
 def torch_topk(values, k):

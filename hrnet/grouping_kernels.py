@@ -42,6 +42,50 @@ RefineBounds = namedtuple("RefineBounds", [
 ])
 
 
+# ------------------------------------------------------------------------------------ inputs
+
+@njit(cache=True)
+def split(out, flip_index, heat, tags, mean):
+    """The network output out [M, 2K, h, w] as heat and tags [M, K, h, w] (with M = 2 the second
+    pass is flipped back and its left/right channels swapped, as mmpose does before resizing),
+    and the mean heat [K, h, w]. (Explicit loops: numba's slice assignment is several times
+    slower.)"""
+    M, C, h, w = out.shape
+    K = C // 2
+    for k in range(K):
+        for y in range(h):
+            for x in range(w):
+                heat[0, k, y, x] = out[0, k, y, x]
+                tags[0, k, y, x] = out[0, K + k, y, x]
+        if M == 1:
+            for y in range(h):
+                for x in range(w):
+                    mean[k, y, x] = heat[0, k, y, x]
+            continue
+        src_heat, src_tags = out[1, flip_index[k]], out[1, K + flip_index[k]]
+        for y in range(h):
+            for x in range(w):
+                heat[1, k, y, x] = src_heat[y, w - 1 - x]
+                tags[1, k, y, x] = src_tags[y, w - 1 - x]
+                mean[k, y, x] = (heat[0, k, y, x] + heat[1, k, y, x]) / np.float32(2.0)
+
+
+@njit(cache=True)
+def tile_max(cells):
+    """Max of cells [K, h, w] over 4x4 blocks (clipped): [K, ceil(h/4), ceil(w/4)]."""
+    K, h, w = cells.shape
+    out = np.empty((K, -(-h // TILE), -(-w // TILE)), cells.dtype)
+    for k in range(K):
+        for ty in range(out.shape[1]):
+            for tx in range(out.shape[2]):
+                acc = cells[k, ty * TILE, tx * TILE]
+                for y in range(ty * TILE, min(h, ty * TILE + TILE)):
+                    for x in range(tx * TILE, min(w, tx * TILE + TILE)):
+                        acc = max(acc, cells[k, y, x])
+                out[k, ty, tx] = acc
+    return out
+
+
 # ------------------------------------------------------------------------------ exact values
 
 @njit(cache=True, inline="always")
