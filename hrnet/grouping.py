@@ -1,6 +1,6 @@
 """Associative-embedding grouping: HRNet output maps -> people with keypoints in image pixels.
 
-Serving code (numpy, munkres, cv2; never torch). It returns what mmpose 0.x computes at test time
+Serving code (numpy, numba, cv2; never torch). It returns what mmpose 0.x computes at test time
 for `hrnet_w32_coco_512x512` (flip merge, x4 bilinear resize, HeatmapParser.parse with adjust and
 refine, get_group_preds; docs/reference-ae.md sections 4-5), bit for bit: same people, same order,
 same float32 keypoints and scores. tests/hrnet/test_grouping.py checks it against a torch replica.
@@ -17,8 +17,8 @@ are compiled (hrnet/grouping_kernels.py, numba):
   skipping what cannot enter the heap;
 * refine's argmax of `heat - round(|tag - person tag|)` is a branch and bound over tiles and
   cells with the same kind of bounds (heat max, tag box), only for missing joints;
-* the assignment is munkres 1.1.4 (its tie-breaking decides crowded scenes), skipped only when
-  its first steps already finish.
+* the assignment is munkres 1.1.4's algorithm step for step (its tie-breaking decides crowded
+  scenes), compiled.
 Exactness holds for inputs with H + W > 128 and H * W >= 64 * max_num_people, where torch takes
 these code paths (any real input: min(H, W) = 512).
 """
@@ -30,7 +30,6 @@ import math
 
 import cv2
 import numpy as np
-from munkres import Munkres
 
 from hrnet import grouping_kernels as kernels
 
@@ -241,7 +240,7 @@ def _match_by_tag(cands, params: GroupingParams):
     """mmpose _match_by_tag: people as [num_joints, 3+L] float64 rows (x, y, val, tags...).
 
     Same dict keyed by the founding float tag (equal tags collide, as in mmpose), same float64 cost
-    matrix and the same munkres solver, so tied assignments resolve the same way.
+    matrix and munkres 1.1.4's algorithm, so tied assignments resolve the same way.
     """
     order = JOINT_ORDER if params.num_joints == len(JOINT_ORDER) else range(params.num_joints)
     people = {}  # founding tag0 -> [joints [K, 3+L], tag list, cached mean tag]
@@ -269,7 +268,7 @@ def _match_by_tag(cands, params: GroupingParams):
         added, num = cost.shape
         if added > num:
             cost = np.concatenate((cost, np.zeros((added, added - num), dtype=_F32) + 1e10), axis=1)
-        pairs = _munkres(cost)
+        pairs = kernels.munkres(cost).tolist()
         for row, col in pairs:
             if row < added and col < num and dist[row, col] < params.tag_threshold:
                 person = people[keys[col]]
@@ -279,25 +278,6 @@ def _match_by_tag(cands, params: GroupingParams):
             else:
                 _found(people, params, idx, joints[row], tags[row])
     return [person[0] for person in people.values()]
-
-
-def _munkres(cost):
-    """munkres 1.1.4 `Munkres().compute(cost)` (n <= m rows, float64).
-
-    Its steps 1-3 subtract each row's minimum, star the first zero of each row in a column not
-    starred yet, and stop if every row got one; those steps are run here with numpy, and the
-    solver only when they do not finish (same input, so the same tie-breaking either way).
-    """
-    zero = cost == cost.min(axis=1, keepdims=True)  # x - min == 0 exactly when x == min
-    free = np.ones(cost.shape[1], dtype=bool)
-    pairs = []
-    for row in range(len(cost)):
-        cols = np.flatnonzero(zero[row] & free)
-        if not len(cols):
-            return Munkres().compute(cost.tolist())
-        free[cols[0]] = False
-        pairs.append((row, int(cols[0])))
-    return pairs  # munkres' zero padding rows then star the free columns: nothing to report
 
 
 def _found(people, params, idx, joint, tag):

@@ -544,3 +544,125 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
                     best, best_flat = _refine_cell(hstore[hs], tstore[ts], cy, cx, width, p, best, best_flat)
         out[q] = best_flat
     return out
+
+
+# ------------------------------------------------------------------------------ assignment
+
+@njit(cache=True)
+def _find_a_zero(C, row_covered, col_covered, i0, j0):
+    # munkres 1.1.4 scans rows from i0 (wrapping), each row from j0 (wrapping) to its end, and
+    # keeps the last uncovered zero of the first row that has one.
+    n = C.shape[0]
+    row = col = -1
+    i = i0
+    while True:
+        j = j0
+        while True:
+            if C[i, j] == 0 and not row_covered[i] and not col_covered[j]:
+                row, col = i, j
+            j = (j + 1) % n
+            if j == j0:
+                break
+        if row >= 0:
+            return row, col
+        i = (i + 1) % n
+        if i == i0:
+            return -1, -1
+
+
+@njit(cache=True)
+def munkres(cost):
+    """munkres 1.1.4's Munkres().compute(cost) on a float64 [rows, cols] matrix, step for step
+    (its tie-breaking decides crowded scenes): the (row, col) pairs [p, 2] in row-major order.
+    tests/hrnet/test_grouping.py checks it against the library on tie-heavy matrices."""
+    rows, cols = cost.shape
+    n = max(rows, cols)
+    C = np.zeros((n, n))  # zero padding to square
+    C[:rows, :cols] = cost
+    row_covered = np.zeros(n, np.bool_)
+    col_covered = np.zeros(n, np.bool_)
+    marked = np.zeros((n, n), np.int8)  # 1 starred, 2 primed
+    path = np.zeros((2 * n + 1, 2), np.int64)
+    for i in range(n):  # step 1
+        C[i] -= C[i].min()
+    for i in range(n):  # step 2
+        for j in range(n):
+            if C[i, j] == 0 and not col_covered[j] and not row_covered[i]:
+                marked[i, j] = 1
+                col_covered[j] = True
+                row_covered[i] = True
+                break
+    row_covered[:] = False
+    col_covered[:] = False
+    while True:
+        count = 0  # step 3
+        for i in range(n):
+            for j in range(n):
+                if marked[i, j] == 1 and not col_covered[j]:
+                    col_covered[j] = True
+                    count += 1
+        if count >= n:
+            break
+        row = col = 0  # step 4 (with step 6 until a path can be made)
+        while True:
+            row, col = _find_a_zero(C, row_covered, col_covered, row, col)
+            if row < 0:
+                smallest = np.float64(9223372036854775807)  # sys.maxsize
+                for i in range(n):
+                    for j in range(n):
+                        if not row_covered[i] and not col_covered[j] and smallest > C[i, j]:
+                            smallest = C[i, j]
+                for i in range(n):  # step 6: two operations, as there, for their rounding
+                    for j in range(n):
+                        if row_covered[i]:
+                            C[i, j] += smallest
+                        if not col_covered[j]:
+                            C[i, j] -= smallest
+                row = col = 0
+                continue
+            marked[row, col] = 2
+            star = -1
+            for j in range(n):
+                if marked[row, j] == 1:
+                    star = j
+                    break
+            if star < 0:
+                break
+            col = star
+            row_covered[row] = True
+            col_covered[col] = False
+        count = 0  # step 5
+        path[0, 0], path[0, 1] = row, col
+        while True:
+            star = -1
+            for i in range(n):
+                if marked[i, path[count, 1]] == 1:
+                    star = i
+                    break
+            if star < 0:
+                break
+            count += 1
+            path[count, 0], path[count, 1] = star, path[count - 1, 1]
+            prime = -1
+            for j in range(n):
+                if marked[path[count, 0], j] == 2:
+                    prime = j
+                    break
+            count += 1
+            path[count, 0], path[count, 1] = path[count - 1, 0], prime
+        for i in range(count + 1):
+            marked[path[i, 0], path[i, 1]] = 0 if marked[path[i, 0], path[i, 1]] == 1 else 1
+        row_covered[:] = False
+        col_covered[:] = False
+        for i in range(n):
+            for j in range(n):
+                if marked[i, j] == 2:
+                    marked[i, j] = 0
+    pairs = np.empty((rows, 2), np.int64)
+    p = 0
+    for i in range(rows):
+        for j in range(cols):
+            if marked[i, j] == 1:
+                pairs[p, 0], pairs[p, 1] = i, j
+                p += 1
+    return pairs[:p]

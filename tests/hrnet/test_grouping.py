@@ -265,15 +265,21 @@ def test_border_ties_on_a_plateau():
     assert_parity(flip_pair(np.maximum(heat, np.float32(0.05)), tags))
 
 
-def test_munkres_shortcut_is_munkres():
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_munkres_is_munkres_1_1_4(seed):
+    """Same pairs as the library on tie-heavy matrices of mmpose's shape (cost = round(d) * 100
+    - val, extra columns padded with 1e10) and on wide ones (the library pads rows with 0)."""
     from munkres import Munkres
-    rng = np.random.default_rng(8)
-    for _ in range(500):
-        n, m = (int(v) for v in rng.integers(1, 8, 2))
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        n, m = (int(v) for v in rng.integers(1, 12 if seed < 3 else 40, 2))
         cost = rng.integers(0, 3, (n, m)) * 100.0 - rng.choice([0.2, 0.5, 0.7], n)[:, None]
+        if seed == 1:
+            cost = np.round(rng.uniform(0, 4, (n, m))) * 100 - rng.uniform(0.1, 1, (n, 1))
         if n > m:  # mmpose pads extra columns with 1e10
             cost = np.concatenate((cost, np.zeros((n, n - m), np.float32) + 1e10), axis=1)
-        assert grouping._munkres(cost) == Munkres().compute(cost.tolist())
+        want = Munkres().compute(cost.tolist())
+        assert grouping.kernels.munkres(cost).tolist() == [list(p) for p in want]
 
 
 def test_equal_founding_tags_collide_like_mmpose():
