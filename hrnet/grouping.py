@@ -188,13 +188,14 @@ class _Maps:
         self._refine = None
 
     def refine_bounds(self):
-        """Empty refine bounds: the kernels fill what refine searches, when it first does."""
+        """Refine's bounds: heat per block now, tag ranges filled by the kernel as it goes."""
         if self._refine is None:
-            nby, nbx = -(-self.ny // _TILE), -(-self.nx // _TILE)
-            tags = lambda *shape: np.empty((self.tag_dims, self.k) + shape, _F32)  # noqa: E731
+            tile = self.grid.tile_heat
+            block = kernels.tile_max(tile)
+            shape = lambda grid: (self.tag_dims, self.k) + grid.shape[1:]  # noqa: E731
             self._refine = kernels.RefineBounds(
-                tags(nby, nbx), tags(nby, nbx), np.empty((self.k, nby, nbx), _F32), np.zeros(self.k, np.uint8),
-                tags(self.ny, self.nx), tags(self.ny, self.nx), np.zeros((self.k, self.ny, self.nx), np.uint8))
+                np.empty(shape(block), _F32), np.empty(shape(block), _F32), block, np.zeros(block.shape, np.uint8),
+                np.empty(shape(tile), _F32), np.empty(shape(tile), _F32), np.zeros(tile.shape, np.uint8))
         return self._refine
 
     def heat_at(self, ks, ys, xs):

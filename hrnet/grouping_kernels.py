@@ -37,7 +37,7 @@ Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
 # Filled as refine needs them: tag ranges (float32 [M, K, ...]) over the 3x3 low-resolution
 # neighbourhoods of all cells of a block (4x4 tiles) or a tile, and heat bounds per block.
 RefineBounds = namedtuple("RefineBounds", [
-    "block_lo", "block_hi", "block_heat", "block_done",  # [M, K, nby, nbx] x2, [K, nby, nbx], [K]
+    "block_lo", "block_hi", "block_heat", "block_done",  # [M, K, nby, nbx] x2, [K, nby, nbx] x2
     "tile_lo", "tile_hi", "tile_done",  # [M, K, ny, nx] x2, [K, ny, nx]
 ])
 
@@ -116,44 +116,38 @@ def _resize_cell(src, R, rows, cy, cx, out):
             out[i * CELL + j] = _lerp(rows[a, j], rows[b, j], yw0[y], yw1[y], yw0d[y], fma)
 
 
-@njit(cache=True, inline="always")
-def _fill_heat(R, C, k, cy, cx):
-    """Compute one cell's heat (the mean of the original and flipped resized maps) into the next
-    slot; returns the slot."""
+@njit(cache=True)
+def fill_heat(R, C, ks, cys, cxs):
+    """Compute the listed cells (joint, cell row, cell column) of the heat that are not cached
+    yet, each into the next slot: the mean of the M resized maps. One call for many cells:
+    unpacking the tuples costs more than a cell."""
     maps, slots, store, count, pixels, rows = C
-    slot = count[0]
-    count[0] += 1
-    for m in range(maps.shape[0]):
-        _resize_cell(maps[m, k], R, rows, cy, cx, pixels[m])
-    for p in range(CELL * CELL):
-        store[slot, p] = pixels[0, p] if maps.shape[0] == 1 else (pixels[0, p] + pixels[1, p]) / np.float32(2.0)
-    slots[k, cy, cx] = slot + 1
-    return slot
-
-
-@njit(cache=True, inline="always")
-def _fill_tags(R, C, k, cy, cx):
-    maps, slots, store, count, pixels, rows = C
-    slot = count[0]
-    count[0] += 1
-    for m in range(maps.shape[0]):
-        _resize_cell(maps[m, k], R, rows, cy, cx, store[slot, m])
-    slots[k, cy, cx] = slot + 1
-    return slot
+    for i in range(len(ks)):
+        k, cy, cx = ks[i], cys[i], cxs[i]
+        if slots[k, cy, cx]:
+            continue
+        for m in range(maps.shape[0]):
+            _resize_cell(maps[m, k], R, rows, cy, cx, pixels[m])
+        slot = count[0]
+        for p in range(CELL * CELL):
+            store[slot, p] = pixels[0, p] if maps.shape[0] == 1 else (pixels[0, p] + pixels[1, p]) / np.float32(2.0)
+        count[0] += 1
+        slots[k, cy, cx] = slot + 1
 
 
 @njit(cache=True)
-def _heat_slot(R, C, k, cy, cx):
-    """The store slot of a cell's heat, computed if need be (called per cell: a function that
-    reads a tuple's fields is cheap to call but slow to inline into a loop)."""
-    slot = C.slot[k, cy, cx] - 1
-    return slot if slot >= 0 else _fill_heat(R, C, k, cy, cx)
-
-
-@njit(cache=True)
-def _tag_slot(R, C, k, cy, cx):
-    slot = C.slot[k, cy, cx] - 1
-    return slot if slot >= 0 else _fill_tags(R, C, k, cy, cx)
+def fill_tags(R, C, ks, cys, cxs):
+    """fill_heat for the tags: each of the M resized maps."""
+    maps, slots, store, count, pixels, rows = C
+    for i in range(len(ks)):
+        k, cy, cx = ks[i], cys[i], cxs[i]
+        if slots[k, cy, cx]:
+            continue
+        slot = count[0]
+        for m in range(maps.shape[0]):
+            _resize_cell(maps[m, k], R, rows, cy, cx, store[slot, m])
+        count[0] += 1
+        slots[k, cy, cx] = slot + 1
 
 
 @njit(cache=True, inline="always")
@@ -165,36 +159,45 @@ def _cached(slots, store, k, y, x):
 @njit(cache=True)
 def heat_at(g, ks, ys, xs):
     """Aggregated input-size heat at (joint, row, column) arrays of one length."""
-    R, C = g.resize, g.heat
+    C = g.heat
+    fill_heat(g.resize, C, ks, ys // CELL, xs // CELL)
+    slots, store = C.slot, C.store
     out = np.empty(len(ks), np.float32)
     for i in range(len(ks)):
-        slot = _heat_slot(R, C, ks[i], ys[i] // CELL, xs[i] // CELL)
-        out[i] = C.store[slot, (ys[i] % CELL) * CELL + xs[i] % CELL]
+        out[i] = _cached(slots, store, ks[i], ys[i], xs[i])
     return out
 
 
 @njit(cache=True)
 def tags_at(g, ks, ys, xs):
     """Input-size tags [n, M] at (joint, row, column) arrays of one length."""
-    R, C = g.resize, g.tags
+    C = g.tags
+    fill_tags(g.resize, C, ks, ys // CELL, xs // CELL)
+    slots, store = C.slot, C.store
     out = np.empty((len(ks), C.maps.shape[0]), np.float32)
     for i in range(len(ks)):
-        slot = _tag_slot(R, C, ks[i], ys[i] // CELL, xs[i] // CELL)
-        out[i] = C.store[slot, :, (ys[i] % CELL) * CELL + xs[i] % CELL]
+        out[i] = store[slots[ks[i], ys[i] // CELL, xs[i] // CELL] - 1, :, (ys[i] % CELL) * CELL + xs[i] % CELL]
     return out
 
 
 # ---------------------------------------------------------------------------- NMS and top-k
 
 @njit(cache=True)
-def _fill_around(R, C, k, cy, cx, reach):
-    """Compute the cells within `reach` of cell (cy, cx): all an NMS window centred in it reads."""
-    slots = C.slot
-    K, h, w = slots.shape
-    for y in range(max(0, cy - reach), min(h, cy + reach + 1)):
-        for x in range(max(0, cx - reach), min(w, cx + reach + 1)):
-            if slots[k, y, x] == 0:
-                _fill_heat(R, C, k, y, x)
+def _fill_around(R, C, k, cys, cxs, reach):
+    """Compute the cells within `reach` of the listed cells of joint k: all that NMS windows
+    centred in them read."""
+    K, h, w = C.slot.shape
+    span = (2 * reach + 1) ** 2
+    ys = np.empty(len(cys) * span, np.int64)
+    xs = np.empty(len(cys) * span, np.int64)
+    n = 0
+    for i in range(len(cys)):
+        for y in range(max(0, cys[i] - reach), min(h, cys[i] + reach + 1)):
+            for x in range(max(0, cxs[i] - reach), min(w, cxs[i] + reach + 1)):
+                if not C.slot[k, y, x]:
+                    ys[n], xs[n] = y, x
+                    n += 1
+    fill_heat(R, C, np.full(n, k, np.int64), ys[:n], xs[:n])
 
 
 @njit(cache=True, inline="always")
@@ -214,28 +217,31 @@ def _maxima_above(R, C, bound, k, thr, halo):
     heat bound per cell [h, w]."""
     h, w = bound.shape
     width = w * CELL
-    reach = -(-halo // CELL)
-    slots, store = C.slot, C.store
-    count = 0
-    for cy in range(h):
-        for cx in range(w):
-            if bound[cy, cx] > thr:
-                count += 1
-    flat = np.empty(count * CELL * CELL, np.int64)
-    vals = np.empty(count * CELL * CELL, np.float32)
     n = 0
     for cy in range(h):
         for cx in range(w):
-            if bound[cy, cx] <= thr:
-                continue
-            _fill_around(R, C, k, cy, cx, reach)
-            for y in range(cy * CELL, cy * CELL + CELL):
-                for x in range(cx * CELL, cx * CELL + CELL):
-                    v = _cached(slots, store, k, y, x)
-                    if v > thr and _is_max(slots, store, k, y, x, v, halo):
-                        flat[n] = y * width + x
-                        vals[n] = v
-                        n += 1
+            n += bound[cy, cx] > thr
+    cys = np.empty(n, np.int64)
+    cxs = np.empty(n, np.int64)
+    n = 0
+    for cy in range(h):
+        for cx in range(w):
+            if bound[cy, cx] > thr:
+                cys[n], cxs[n] = cy, cx
+                n += 1
+    _fill_around(R, C, k, cys, cxs, -(-halo // CELL))
+    slots, store = C.slot, C.store
+    flat = np.empty(n * CELL * CELL, np.int64)
+    vals = np.empty(n * CELL * CELL, np.float32)
+    n = 0
+    for i in range(len(cys)):
+        for y in range(cys[i] * CELL, cys[i] * CELL + CELL):
+            for x in range(cxs[i] * CELL, cxs[i] * CELL + CELL):
+                v = _cached(slots, store, k, y, x)
+                if v > thr and _is_max(slots, store, k, y, x, v, halo):
+                    flat[n] = y * width + x
+                    vals[n] = v
+                    n += 1
     return flat[:n], vals[:n]
 
 
@@ -306,14 +312,19 @@ def _topk_replay(R, C, bound, k, top, halo):
     reach = -(-halo // CELL)
     slots, store = C.slot, C.store
     live = np.zeros(w, np.bool_)
+    live_y = np.empty(w, np.int64)
+    live_x = np.empty(w, np.int64)
     hv = np.empty(top, np.float32)
     hi = np.empty(top, np.int64)
     filled = 0
     for cy in range(h):
+        n = 0
         for cx in range(w):  # the minimum only grows: what it rules out now stays ruled out
             live[cx] = filled < top or hv[0] < 0 or bound[cy, cx] > hv[0]
             if live[cx]:
-                _fill_around(R, C, k, cy, cx, reach)
+                live_y[n], live_x[n] = cy, cx
+                n += 1
+        _fill_around(R, C, k, live_y[:n], live_x[:n], reach)
         for y in range(cy * CELL, cy * CELL + CELL):
             for cx in range(w):
                 if not live[cx]:
@@ -411,24 +422,6 @@ def _tag_box(tags, k, cy0, cy1, cx0, cx1, lo, hi, i0, i1, i2):
         hi[m, i0, i1, i2] = b
 
 
-@njit(cache=True)
-def _prepare_blocks(tags, tile_heat, r, k):
-    """Joint k's block bounds: tag ranges and the largest tile heat bound of each block."""
-    h, w = tags.shape[2], tags.shape[3]
-    ny, nx = tile_heat.shape[1], tile_heat.shape[2]
-    side = TILE * TILE
-    for by in range(r.block_heat.shape[1]):
-        for bx in range(r.block_heat.shape[2]):
-            _tag_box(tags, k, by * side, min(h, by * side + side), bx * side, min(w, bx * side + side),
-                     r.block_lo, r.block_hi, k, by, bx)
-            heat = NEG
-            for ty in range(by * TILE, min(ny, by * TILE + TILE)):
-                for tx in range(bx * TILE, min(nx, bx * TILE + TILE)):
-                    heat = max(heat, tile_heat[k, ty, tx])
-            r.block_heat[k, by, bx] = heat
-    r.block_done[k] = 1
-
-
 @njit(cache=True, inline="always")
 def _refine_cell(heat, tags, cy, cx, width, prev, best, best_flat):
     """Exact `heat - round(||tag - prev||)` on one cell (heat [16], tags [M, 16]), with mmpose's
@@ -461,6 +454,20 @@ def _sort_desc(bound, ids, n):
 
 
 @njit(cache=True)
+def _refine_cells(R, H, T, k, cys, cxs, n, prev, best, best_flat):
+    """_refine_cell over the first n listed cells of joint k, computed first if need be."""
+    ks = np.full(n, k, np.int64)
+    fill_heat(R, H, ks, cys[:n], cxs[:n])
+    fill_tags(R, T, ks, cys[:n], cxs[:n])
+    width = H.slot.shape[2] * CELL
+    for i in range(n):
+        cy, cx = cys[i], cxs[i]
+        best, best_flat = _refine_cell(H.store[H.slot[k, cy, cx] - 1], T.store[T.slot[k, cy, cx] - 1],
+                                       cy, cx, width, prev, best, best_flat)
+    return best, best_flat
+
+
+@njit(cache=True)
 def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     """Flat input-size index of the row-major first argmax of `heat - round(||tag - prev||)`
     for each query (a joint, a person tag prev [n, M]).
@@ -469,38 +476,39 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     as cy * w + cx: where the person's other joints are, so tags match) give a lower bound; then
     blocks, their tiles and the tiles' cells are visited by descending bound, each level stopping
     at the first bound below the best value so far. What is skipped cannot reach the maximum, so
-    every pixel attaining it is evaluated and the first in row-major order is exact."""
+    every pixel attaining it is evaluated and the first in row-major order is exact. A block's
+    bound is its heat bound until it is first visited, then also its tag range's."""
     R, H, T, cell_heat, tile_heat = g.resize, g.heat, g.tags, g.cell_heat, g.tile_heat
-    tags, hslot, hstore, tslot, tstore = T.maps, H.slot, H.store, T.slot, T.store
+    tags = T.maps
     K, h, w = cell_heat.shape
-    width = w * CELL
     ny, nx = tile_heat.shape[1], tile_heat.shape[2]
-    block_heat, block_lo, block_hi = r.block_heat, r.block_lo, r.block_hi
+    block_heat, block_lo, block_hi, block_done = r.block_heat, r.block_lo, r.block_hi, r.block_done
     tile_lo, tile_hi, tile_done = r.tile_lo, r.tile_hi, r.tile_done
     nby, nbx = block_heat.shape[1], block_heat.shape[2]
     blocks = nby * nbx
+    side = TILE * TILE
     out = np.empty(len(joints), np.int64)
     block_bound = np.empty(blocks, np.float32)
     block_id = np.empty(blocks, np.int64)
     tile_bound = np.empty(TILE * TILE, np.float32)
     tile_id = np.empty(TILE * TILE, np.int64)
     cell_bound = np.empty(TILE * TILE, np.float32)
-    cell_id = np.empty(TILE * TILE, np.int64)
+    cell_y = np.empty(max(TILE * TILE, len(seed_cells)), np.int64)
+    cell_x = np.empty(max(TILE * TILE, len(seed_cells)), np.int64)
     box_lo = np.empty((tags.shape[0], 1, 1, 1), np.float32)
     box_hi = np.empty((tags.shape[0], 1, 1, 1), np.float32)
     for q in range(len(joints)):
         k = joints[q]
         p = prev[q]
-        if not r.block_done[k]:
-            _prepare_blocks(tags, tile_heat, r, k)
-        best, best_flat = NEG, np.int64(-1)
+        n = 0
         for s in range(seed_start[q], seed_start[q + 1]):
-            cy, cx = seed_cells[s] // w, seed_cells[s] % w
-            hs = hslot[k, cy, cx] - 1 if hslot[k, cy, cx] else _heat_slot(R, H, k, cy, cx)
-            ts = tslot[k, cy, cx] - 1 if tslot[k, cy, cx] else _tag_slot(R, T, k, cy, cx)
-            best, best_flat = _refine_cell(hstore[hs], tstore[ts], cy, cx, width, p, best, best_flat)
+            cell_y[n], cell_x[n] = seed_cells[s] // w, seed_cells[s] % w
+            n += 1
+        best, best_flat = _refine_cells(R, H, T, k, cell_y, cell_x, n, p, NEG, np.int64(-1))
         for b in range(blocks):
-            block_bound[b] = _upper(block_heat[k, b // nbx, b % nbx], block_lo, block_hi, k, b // nbx, b % nbx, p)
+            by, bx = b // nbx, b % nbx
+            block_bound[b] = (_upper(block_heat[k, by, bx], block_lo, block_hi, k, by, bx, p)
+                              if block_done[k, by, bx] else block_heat[k, by, bx])
             block_id[b] = b
         for j in range(blocks):
             top = j  # selection sort, lazily: most blocks are pruned
@@ -512,6 +520,12 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
             if block_bound[j] < best:
                 break
             by, bx = block_id[j] // nbx, block_id[j] % nbx
+            if not block_done[k, by, bx]:
+                _tag_box(tags, k, by * side, min(h, by * side + side), bx * side, min(w, bx * side + side),
+                         block_lo, block_hi, k, by, bx)
+                block_done[k, by, bx] = 1
+                if _upper(block_heat[k, by, bx], block_lo, block_hi, k, by, bx, p) < best:
+                    continue
             t = 0
             for ty in range(by * TILE, min(ny, by * TILE + TILE)):
                 for tx in range(bx * TILE, min(nx, bx * TILE + TILE)):
@@ -531,19 +545,28 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
                 for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
                     for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
                         _tag_box(tags, k, cy, cy + 1, cx, cx + 1, box_lo, box_hi, 0, 0, 0)
-                        cell_bound[c] = _upper(cell_heat[k, cy, cx], box_lo, box_hi, 0, 0, 0, p)
-                        cell_id[c] = cy * w + cx
-                        c += 1
-                _sort_desc(cell_bound, cell_id, c)
-                for e in range(c):
-                    if cell_bound[e] < best:
-                        break
-                    cy, cx = cell_id[e] // w, cell_id[e] % w
-                    hs = hslot[k, cy, cx] - 1 if hslot[k, cy, cx] else _heat_slot(R, H, k, cy, cx)
-                    ts = tslot[k, cy, cx] - 1 if tslot[k, cy, cx] else _tag_slot(R, T, k, cy, cx)
-                    best, best_flat = _refine_cell(hstore[hs], tstore[ts], cy, cx, width, p, best, best_flat)
+                        bound = _upper(cell_heat[k, cy, cx], box_lo, box_hi, 0, 0, 0, p)
+                        if bound >= best:
+                            cell_bound[c], cell_y[c], cell_x[c] = bound, cy, cx
+                            c += 1
+                _sort_cells(cell_bound, cell_y, cell_x, c)
+                while c and cell_bound[c - 1] < best:  # raised by earlier cells of this tile
+                    c -= 1
+                best, best_flat = _refine_cells(R, H, T, k, cell_y, cell_x, c, p, best, best_flat)
         out[q] = best_flat
     return out
+
+
+@njit(cache=True, inline="always")
+def _sort_cells(bound, ys, xs, n):
+    """Insertion sort of the first n cells by descending bound."""
+    for i in range(1, n):
+        b, y, x = bound[i], ys[i], xs[i]
+        pos = i
+        while pos > 0 and bound[pos - 1] < b:
+            bound[pos], ys[pos], xs[pos] = bound[pos - 1], ys[pos - 1], xs[pos - 1]
+            pos -= 1
+        bound[pos], ys[pos], xs[pos] = b, y, x
 
 
 # ------------------------------------------------------------------------------ assignment
