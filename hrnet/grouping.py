@@ -106,6 +106,17 @@ def group(output, center, scale, params: GroupingParams = GroupingParams()):
     return _to_image(keypoints[:, :, :3], center, scale, maps.size), scores
 
 
+def warm_up(params: GroupingParams = GroupingParams()):
+    """Compile the kernels (numba; cached on disk after the first run on a machine, ~15 s before
+    that): group() once on small maps that take every path (people, a border tie, refine)."""
+    k, h, w = params.num_joints, 16, 24
+    out = np.zeros((2 if params.flip_test else 1, 2 * k, h, w), _F32)
+    out[:, :k, 5, 6] = out[:, :k, 10, 0] = out[:, :k, 10, w - 1] = 0.9  # one on each border column
+    out[:, k:, 5, 6], out[:, k:, 10, 0], out[:, k:, 10, w - 1] = -1.0, 0.0, 3.0
+    out[:, 0, 5, 6] = 0  # a joint to refine
+    group(out, (w * 2, h * 2), (w / 50, h / 50), params)
+
+
 # ------------------------------------------------------------------------------------- inputs
 
 def _pair(value, name):
@@ -117,18 +128,15 @@ def _pair(value, name):
     return arr
 
 
-class _Axis:
-    """torch upsample_bilinear2d (align_corners=False) source indices and weights along one axis."""
-
-    def __init__(self, n_in, n_out):
-        scale = _F32(n_in / n_out)
-        src = np.maximum(scale * (np.arange(n_out, dtype=_F32) + _F32(0.5)) - _F32(0.5), _F32(0))
-        self.i0 = src.astype(np.int64)
-        lam = np.clip(src - self.i0.astype(_F32), _F32(0), _F32(1)).astype(_F32)
-        self.i1 = np.where(self.i0 < n_in - 1, self.i0 + 1, self.i0)
-        self.w0 = (_F32(1) - lam).astype(_F32)
-        self.w1 = lam
-        self.w0d = self.w0.astype(_F64)
+def _axis(n_in, n_out):
+    """torch upsample_bilinear2d (align_corners=False) along one axis: source indices int64
+    [2, n_out] (i0, i1) and weights float64 [2, n_out] (w0, w1: float32 values, k/8)."""
+    scale = _F32(n_in / n_out)
+    src = np.maximum(scale * (np.arange(n_out, dtype=_F32) + _F32(0.5)) - _F32(0.5), _F32(0))
+    i0 = src.astype(np.int64)
+    lam = np.clip(src - i0.astype(_F32), _F32(0), _F32(1)).astype(_F32)
+    i1 = np.where(i0 < n_in - 1, i0 + 1, i0)
+    return np.stack([i0, i1]), np.stack([_F32(1) - lam, lam]).astype(_F64)
 
 
 class _Maps:
@@ -165,7 +173,6 @@ class _Maps:
         kernels.split(out, np.asarray(FLIP_INDEX if params.flip_test else range(k), np.int64),
                       self.heat, self.tags, mean)
         self.tag_dims = batch
-        ry, rx = _Axis(h, STRIDE * h), _Axis(w, STRIDE * w)
         self.ny, self.nx = -(-h // _TILE), -(-w // _TILE)
         # Heat bound per cell: a resized value is a convex combination of its 3x3 neighbourhood
         # (in both passes, with the same weights, so the mean is too); rounding adds at most a
@@ -182,8 +189,7 @@ class _Maps:
         scratch = (np.zeros(1, np.int64), np.empty((batch, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
         tag_cache = kernels.Cache(self.tags, np.zeros((k, h, w), np.int32),
                                   np.empty((cells, batch, STRIDE * STRIDE), _F32), *scratch)
-        resize = kernels.Resize(ry.i0, ry.i1, ry.w0, ry.w1, ry.w0d, rx.i0, rx.i1, rx.w0, rx.w1, rx.w0d,
-                                bool(params.fused_multiply_add))
+        resize = kernels.Resize(*_axis(h, STRIDE * h), *_axis(w, STRIDE * w), bool(params.fused_multiply_add))
         self.grid = kernels.Grid(resize, heat_cache, tag_cache, cell, kernels.tile_max(cell))
         self._refine = None
 

@@ -23,10 +23,10 @@ REL = np.float32(1e-5)  # slack on bounds: computed values may exceed a convex c
 ABS = np.float32(1e-30)
 NEG = np.float32(-np.inf)
 
-# torch upsample_bilinear2d (align_corners=False) source indices and weights per input-size row
-# (y) and column (x): int64, int64, float32, float32, float64; fma: its AVX2/AVX512 kernel fuses
-# multiply-adds.
-Resize = namedtuple("Resize", "yi0 yi1 yw0 yw1 yw0d xi0 xi1 xw0 xw1 xw0d fma")
+# torch upsample_bilinear2d (align_corners=False) along input-size rows (y) and columns (x):
+# source indices (int64 [2, n]: i0, i1) and weights (float64 [2, n]: w0, w1, float32 values);
+# fma: its AVX2/AVX512 kernel fuses multiply-adds.
+Resize = namedtuple("Resize", "yidx yw xidx xw fma")
 # Cells computed so far: maps [M, K, h, w] float32 (M = 2 with flip test, the second already
 # un-mirrored), slot [K, h, w] int64 (1-based; 0: not computed), store [K*h*w, 16] (heat: the mean
 # of the M resized maps) or [K*h*w, M, 16] (tags), count [1] slots used, scratch pixels [M, 16]
@@ -98,22 +98,22 @@ def _lerp(a, b, w0, w1, w0d, fma):
 
 
 @njit(cache=True, inline="always")
-def _resize_cell(src, R, rows, cy, cx, out):
-    """torch's resize of one low-resolution map src [h, w] on one cell into out [16]: each
+def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out):
+    """torch's resize of the low-resolution map maps[m, k] on one cell into out [16]: each
     source row is resized horizontally once (into rows [3, 4]), then vertically: the per-pixel
     operations of its kernel."""
-    yi0, yi1, yw0, yw1, yw0d, xi0, xi1, xw0, xw1, xw0d, fma = R
     y0, x0 = cy * CELL, cx * CELL
-    base = yi0[y0]
-    for r in range(yi1[y0 + CELL - 1] - base + 1):  # at most 3 source rows per cell
+    base = yidx[0, y0]
+    for r in range(yidx[1, y0 + CELL - 1] - base + 1):  # at most 3 source rows per cell
         for j in range(CELL):
             x = x0 + j
-            rows[r, j] = _lerp(src[base + r, xi0[x]], src[base + r, xi1[x]], xw0[x], xw1[x], xw0d[x], fma)
+            rows[r, j] = _lerp(maps[m, k, base + r, xidx[0, x]], maps[m, k, base + r, xidx[1, x]],
+                               np.float32(xw[0, x]), np.float32(xw[1, x]), xw[0, x], fma)
     for i in range(CELL):
         y = y0 + i
-        a, b = yi0[y] - base, yi1[y] - base
+        a, b = yidx[0, y] - base, yidx[1, y] - base
         for j in range(CELL):
-            out[i * CELL + j] = _lerp(rows[a, j], rows[b, j], yw0[y], yw1[y], yw0d[y], fma)
+            out[i * CELL + j] = _lerp(rows[a, j], rows[b, j], np.float32(yw[0, y]), np.float32(yw[1, y]), yw[0, y], fma)
 
 
 @njit(cache=True)
@@ -122,12 +122,13 @@ def fill_heat(R, C, ks, cys, cxs):
     yet, each into the next slot: the mean of the M resized maps. One call for many cells:
     unpacking the tuples costs more than a cell."""
     maps, slots, store, count, pixels, rows = C
+    yidx, yw, xidx, xw, fma = R
     for i in range(len(ks)):
         k, cy, cx = ks[i], cys[i], cxs[i]
         if slots[k, cy, cx]:
             continue
         for m in range(maps.shape[0]):
-            _resize_cell(maps[m, k], R, rows, cy, cx, pixels[m])
+            _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, pixels[m])
         slot = count[0]
         for p in range(CELL * CELL):
             store[slot, p] = pixels[0, p] if maps.shape[0] == 1 else (pixels[0, p] + pixels[1, p]) / np.float32(2.0)
@@ -139,13 +140,14 @@ def fill_heat(R, C, ks, cys, cxs):
 def fill_tags(R, C, ks, cys, cxs):
     """fill_heat for the tags: each of the M resized maps."""
     maps, slots, store, count, pixels, rows = C
+    yidx, yw, xidx, xw, fma = R
     for i in range(len(ks)):
         k, cy, cx = ks[i], cys[i], cxs[i]
         if slots[k, cy, cx]:
             continue
         slot = count[0]
         for m in range(maps.shape[0]):
-            _resize_cell(maps[m, k], R, rows, cy, cx, store[slot, m])
+            _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, store[slot, m])
         count[0] += 1
         slots[k, cy, cx] = slot + 1
 

@@ -331,6 +331,8 @@ def test_inverse_affine_by_hand():
     (np.zeros((2, 34, 8, 8), np.float32), {"flip_test": False}, r"\[1, 34"),
     (np.zeros((34, 8, 8), np.float32), {}, "shape"),
     (np.full((2, 34, 8, 8), np.nan, np.float32), {}, "NaN"),
+    (np.full((2, 34, 8, 8), -np.inf, np.float32), {}, "infinite"),
+    (np.full((2, 34, 8, 8), 1e20, np.float32), {}, r"within \+-1e\+06"),
 ])
 def test_bad_output_raises(output, cfg, match):
     with pytest.raises(ValueError, match=match):

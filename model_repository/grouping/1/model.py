@@ -13,10 +13,10 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 try:
-    from hrnet.grouping import GroupingParams, group
+    from hrnet.grouping import GroupingParams, group, warm_up
 except ImportError:  # Triton puts only the model dirs on sys.path; the repo root holds hrnet/
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from hrnet.grouping import GroupingParams, group
+    from hrnet.grouping import GroupingParams, group, warm_up
 
 _BOOLEANS = {"true": True, "false": False}
 # Parameters settable from config.pbtxt; num_joints is fixed by the output dims [-1, 17, 3].
@@ -38,6 +38,9 @@ class TritonPythonModel:
         self.model_name = args.get("model_name", config.get("name", "grouping"))
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.params = parse_params(params, self.model_name)
+        # Compile the grouping kernels now, not on the first request (numba caches them on
+        # disk: ~15 s the first time on a machine, well under a second after).
+        warm_up(self.params)
 
     def execute(self, requests):
         # One response per request; bad maps fail only their own request.
