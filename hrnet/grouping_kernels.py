@@ -9,7 +9,8 @@ Searches skip cells, tiles (4x4 cells) and blocks (4x4 tiles) by upper bounds co
 low-resolution maps: a resized value is a convex combination of its cell's 3x3 neighbourhood.
 
 grouping._Maps builds the Grid. Kernels unpack it once: reading a field of a large tuple inside a
-loop, or passing one to a function that is not inlined, costs more than the arithmetic.
+loop, or passing one to a function that is not inlined, costs more than the arithmetic. They
+release the GIL (the server's event loop and other models run meanwhile).
 """
 
 from collections import namedtuple
@@ -44,7 +45,7 @@ RefineBounds = namedtuple("RefineBounds", [
 
 # ------------------------------------------------------------------------------------ inputs
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def split(out, flip_index, heat, tags, mean):
     """The network output out [M, 2K, h, w] as heat and tags [M, K, h, w] (with M = 2 the second
     pass is flipped back and its left/right channels swapped, as mmpose does before resizing),
@@ -70,7 +71,7 @@ def split(out, flip_index, heat, tags, mean):
                 mean[k, y, x] = (heat[0, k, y, x] + heat[1, k, y, x]) / np.float32(2.0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def tile_max(cells):
     """Max of cells [K, h, w] over 4x4 blocks (clipped): [K, ceil(h/4), ceil(w/4)]."""
     K, h, w = cells.shape
@@ -88,7 +89,7 @@ def tile_max(cells):
 
 # ------------------------------------------------------------------------------ exact values
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _lerp(a, b, w0, w1, w0d, fma):
     # torch's AVX2 build computes fma(a, w0, b*w1); a*w0 is exact in float64 (weights are k/8),
     # so one float64 sum rounded to float32 is that fused operation.
@@ -97,7 +98,7 @@ def _lerp(a, b, w0, w1, w0d, fma):
     return a * w0 + b * w1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out):
     """torch's resize of the low-resolution map maps[m, k] on one cell into out [16]: each
     source row is resized horizontally once (into rows [3, 4]), then vertically: the per-pixel
@@ -116,7 +117,7 @@ def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out):
             out[i * CELL + j] = _lerp(rows[a, j], rows[b, j], np.float32(yw[0, y]), np.float32(yw[1, y]), yw[0, y], fma)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fill_heat(R, C, ks, cys, cxs):
     """Compute the listed cells (joint, cell row, cell column) of the heat that are not cached
     yet, each into the next slot: the mean of the M resized maps. One call for many cells:
@@ -136,7 +137,7 @@ def fill_heat(R, C, ks, cys, cxs):
         slots[k, cy, cx] = slot + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fill_tags(R, C, ks, cys, cxs):
     """fill_heat for the tags: each of the M resized maps."""
     maps, slots, store, count, pixels, rows = C
@@ -152,13 +153,13 @@ def fill_tags(R, C, ks, cys, cxs):
         slots[k, cy, cx] = slot + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _cached(slots, store, k, y, x):
     """A cached input-size heat value (its cell must have been computed)."""
     return store[slots[k, y // CELL, x // CELL] - 1, (y % CELL) * CELL + x % CELL]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def heat_at(g, ks, ys, xs):
     """Aggregated input-size heat at (joint, row, column) arrays of one length."""
     C = g.heat
@@ -170,7 +171,7 @@ def heat_at(g, ks, ys, xs):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def tags_at(g, ks, ys, xs):
     """Input-size tags [n, M] at (joint, row, column) arrays of one length."""
     C = g.tags
@@ -184,7 +185,7 @@ def tags_at(g, ks, ys, xs):
 
 # ---------------------------------------------------------------------------- NMS and top-k
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_around(R, C, k, cys, cxs, reach):
     """Compute the cells within `reach` of the listed cells of joint k: all that NMS windows
     centred in them read."""
@@ -202,7 +203,7 @@ def _fill_around(R, C, k, cys, cxs, reach):
     fill_heat(R, C, np.full(n, k, np.int64), ys[:n], xs[:n])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _is_max(slots, store, k, y, x, v, halo):
     """MaxPool(2*halo+1, stride 1, padding -inf) of the cached heat equals v at (y, x)."""
     height, width = slots.shape[1] * CELL, slots.shape[2] * CELL
@@ -213,7 +214,7 @@ def _is_max(slots, store, k, y, x, v, halo):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _maxima_above(R, C, bound, k, thr, halo):
     """(flat indices, values) of joint k's NMS maxima with heat > thr, cell by cell, given the
     heat bound per cell [h, w]."""
@@ -247,7 +248,7 @@ def _maxima_above(R, C, bound, k, thr, halo):
     return flat[:n], vals[:n]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _adjust_heap(hv, hi, hole, length, value, index):
     # libstdc++ std::__adjust_heap + __push_heap with comp(a, b) = a > b: a min-heap on values.
     top = hole
@@ -274,14 +275,14 @@ def _adjust_heap(hv, hi, hole, length, value, index):
     hi[hole] = index
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _make_heap(hv, hi):
     n = len(hv)
     for parent in range((n - 2) // 2, -1, -1):  # std::make_heap
         _adjust_heap(hv, hi, parent, n, hv[parent], hi[parent])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sort_heap(hv, hi):
     for last in range(len(hv) - 1, 0, -1):  # std::sort_heap
         v, i = hv[last], hi[last]
@@ -289,7 +290,7 @@ def _sort_heap(hv, hi):
         _adjust_heap(hv, hi, 0, last, v, i)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def topk_1d(values, k):
     """torch.topk(values, k) of a 1-D CPU tensor with k*64 <= len: std::partial_sort with
     `a > b` (heap select, then heap sort): (indices, values), equal values in torch's order."""
@@ -303,7 +304,7 @@ def topk_1d(values, k):
     return hi, hv
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _topk_replay(R, C, bound, k, top, halo):
     """topk_1d of joint k's whole NMS map (heat where it is its window's maximum, else 0),
     replayed in index order, a row of cells at a time. Once the heap minimum is >= 0, zeros
@@ -349,7 +350,7 @@ def _topk_replay(R, C, bound, k, top, halo):
     return hi, hv
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def detect(g, thr, halo, top):
     """mmpose's top_k on the NMS maps, kept above the detection threshold: per joint, flat
     indices and values [K, top] in torch.topk's order, and counts [K].
@@ -390,7 +391,7 @@ def detect(g, thr, halo, top):
 
 # ---------------------------------------------------------------------------------- refine
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _upper(heat, lo, hi, k, cy, cx, prev):
     """Upper bound of `heat - round(||tag - prev||)` over a box of tags (float32 throughout:
     the slack covers its rounding as well)."""
@@ -408,7 +409,7 @@ def _upper(heat, lo, hi, k, cy, cx, prev):
     return upper + REL * abs(upper) + ABS
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _tag_box(tags, k, cy0, cy1, cx0, cx1, lo, hi, i0, i1, i2):
     """lo/hi[:, i0, i1, i2] = range of tags[:, k] over the 3x3 neighbourhoods of the cells in
     rows [cy0, cy1) and columns [cx0, cx1): the low-resolution window one wider, clipped."""
@@ -424,7 +425,7 @@ def _tag_box(tags, k, cy0, cy1, cx0, cx1, lo, hi, i0, i1, i2):
         hi[m, i0, i1, i2] = b
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _refine_cell(heat, tags, cy, cx, width, prev, best, best_flat):
     """Exact `heat - round(||tag - prev||)` on one cell (heat [16], tags [M, 16]), with mmpose's
     float32 ops (square, sum over the tag dimensions, sqrt, round); returns the running (max,
@@ -443,7 +444,7 @@ def _refine_cell(heat, tags, cy, cx, width, prev, best, best_flat):
     return best, best_flat
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _sort_desc(bound, ids, n):
     """Insertion sort of the first n (bound, id) pairs by descending bound."""
     for i in range(1, n):
@@ -455,7 +456,7 @@ def _sort_desc(bound, ids, n):
         bound[pos], ids[pos] = b, j
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _refine_cells(R, H, T, k, cys, cxs, n, prev, best, best_flat):
     """_refine_cell over the first n listed cells of joint k, computed first if need be."""
     ks = np.full(n, k, np.int64)
@@ -469,7 +470,7 @@ def _refine_cells(R, H, T, k, cys, cxs, n, prev, best, best_flat):
     return best, best_flat
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     """Flat input-size index of the row-major first argmax of `heat - round(||tag - prev||)`
     for each query (a joint, a person tag prev [n, M]).
@@ -559,7 +560,7 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     return out
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _sort_cells(bound, ys, xs, n):
     """Insertion sort of the first n cells by descending bound."""
     for i in range(1, n):
@@ -573,7 +574,7 @@ def _sort_cells(bound, ys, xs, n):
 
 # ------------------------------------------------------------------------------ assignment
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _find_a_zero(C, row_covered, col_covered, i0, j0):
     # munkres 1.1.4 scans rows from i0 (wrapping), each row from j0 (wrapping) to its end, and
     # keeps the last uncovered zero of the first row that has one.
@@ -595,7 +596,7 @@ def _find_a_zero(C, row_covered, col_covered, i0, j0):
             return -1, -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def munkres(cost):
     """munkres 1.1.4's Munkres().compute(cost) on a float64 [rows, cols] matrix, step for step
     (its tie-breaking decides crowded scenes): the (row, col) pairs [p, 2] in row-major order.

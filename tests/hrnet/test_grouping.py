@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from hrnet import grouping
-from hrnet.grouping import FLIP_INDEX, GroupingParams, group
+from hrnet.grouping import GroupingParams, group
+from hrnet.synthetic import flip_pair, network_like
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_ae import aggregate, reference_group  # noqa: E402
@@ -59,17 +60,6 @@ def assert_parity(output, center=CENTER, scale=SCALE, **cfg):
 
 # ------------------------------------------------------------------------------ map builders
 
-def flip_pair(heat, tags, rng=None, noise=0.0):
-    """[2, 34, h, w]: the original output and a consistent mirrored-input output (mirrored,
-    left/right channels swapped), optionally with independent noise on the second."""
-    first = np.concatenate([heat, tags]).astype(np.float32)
-    flip = np.asarray(FLIP_INDEX)
-    second = np.concatenate([heat[flip], tags[flip]])[:, :, ::-1].astype(np.float32)
-    if noise:
-        second = second + noise * rng.standard_normal(second.shape).astype(np.float32)
-    return np.stack([first, second])
-
-
 def people_maps(h, w, people, sigma=1.0):
     """Gaussian peaks (low-resolution coordinates) with a constant tag per person footprint."""
     heat = np.zeros((K, h, w), np.float32)
@@ -81,29 +71,6 @@ def people_maps(h, w, people, sigma=1.0):
             heat[k] += amp * g
             tags[k][g > 0.02] = person["tag"]
     return heat, tags
-
-
-def smooth(rng, h, w, cell):
-    """A smooth random field: bicubic resize of coarse noise (network-like texture)."""
-    coarse = rng.standard_normal((max(2, h // cell), max(2, w // cell))).astype(np.float32)
-    t = F.interpolate(torch.from_numpy(coarse)[None, None], size=(h, w), mode="bicubic", align_corners=False)
-    return t.numpy()[0, 0]
-
-
-def network_like(rng, h, w, n_people, noise=0.03):
-    """Heat = smooth noise + person blobs; tags = smooth fields, near a person value on its blobs."""
-    heat = np.stack([noise * smooth(rng, h, w, 8) for _ in range(K)])
-    tags = np.stack([0.5 * smooth(rng, h, w, 16) for _ in range(K)])
-    yy, xx = np.mgrid[0:h, 0:w]
-    for _ in range(n_people):
-        cy, cx, tag = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(-4, 4)
-        for k in range(K):
-            if rng.random() < 0.25:
-                continue  # occluded: refine has to find something
-            g = np.exp(-((yy - cy - rng.normal(0, 5)) ** 2 + (xx - cx - rng.normal(0, 3)) ** 2) / (2 * 1.5 ** 2))
-            heat[k] += rng.uniform(0.2, 1.0) * g
-            tags[k] = tags[k] * (1 - g) + (tag + 0.1 * rng.standard_normal()) * g
-    return flip_pair(heat, tags, rng, noise=0.02)
 
 
 def random_people(rng, h, w, n, spread=4.0, apart=False):
