@@ -201,7 +201,8 @@ class _Maps:
             shape = lambda grid: (self.tag_dims, self.k) + grid.shape[1:]  # noqa: E731
             self._refine = kernels.RefineBounds(
                 np.empty(shape(block), _F32), np.empty(shape(block), _F32), block, np.zeros(block.shape, np.uint8),
-                np.empty(shape(tile), _F32), np.empty(shape(tile), _F32), np.zeros(tile.shape, np.uint8))
+                np.empty(shape(tile), _F32), np.empty(shape(tile), _F32), np.zeros(tile.shape, np.uint8),
+                *(np.empty((self.tag_dims, self.k, self.ny * self.nx, _TILE * _TILE), _F32) for _ in range(2)))
         return self._refine
 
     def heat_at(self, ks, ys, xs):

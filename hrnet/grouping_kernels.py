@@ -40,6 +40,7 @@ Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
 RefineBounds = namedtuple("RefineBounds", [
     "block_lo", "block_hi", "block_heat", "block_done",  # [M, K, nby, nbx] x2, [K, nby, nbx] x2
     "tile_lo", "tile_hi", "tile_done",  # [M, K, ny, nx] x2, [K, ny, nx]
+    "cell_lo", "cell_hi",  # [M, K, ny * nx, 16]: the cells of a tile, filled with the tile's
 ])
 
 
@@ -49,8 +50,8 @@ RefineBounds = namedtuple("RefineBounds", [
 def split(out, flip_index, heat, tags, mean):
     """The network output out [M, 2K, h, w] as heat and tags [M, K, h, w] (with M = 2 the second
     pass is flipped back and its left/right channels swapped, as mmpose does before resizing),
-    and the mean heat [K, h, w]. (Explicit loops: numba's slice assignment is several times
-    slower.)"""
+    and the mean heat [K, h, w]. (Plain copy loops: numba's slice assignment is several times
+    slower, and checks inside them stop vectorisation.)"""
     M, C, h, w = out.shape
     K = C // 2
     for k in range(K):
@@ -75,15 +76,12 @@ def split(out, flip_index, heat, tags, mean):
 def tile_max(cells):
     """Max of cells [K, h, w] over 4x4 blocks (clipped): [K, ceil(h/4), ceil(w/4)]."""
     K, h, w = cells.shape
-    out = np.empty((K, -(-h // TILE), -(-w // TILE)), cells.dtype)
+    out = np.full((K, -(-h // TILE), -(-w // TILE)), -np.inf, cells.dtype)
     for k in range(K):
-        for ty in range(out.shape[1]):
-            for tx in range(out.shape[2]):
-                acc = cells[k, ty * TILE, tx * TILE]
-                for y in range(ty * TILE, min(h, ty * TILE + TILE)):
-                    for x in range(tx * TILE, min(w, tx * TILE + TILE)):
-                        acc = max(acc, cells[k, y, x])
-                out[k, ty, tx] = acc
+        for y in range(h):
+            row = out[k, y // TILE]
+            for x in range(w):
+                row[x // TILE] = max(row[x // TILE], cells[k, y, x])
     return out
 
 
@@ -430,17 +428,24 @@ def _refine_cell(heat, tags, cy, cx, width, prev, best, best_flat):
     """Exact `heat - round(||tag - prev||)` on one cell (heat [16], tags [M, 16]), with mmpose's
     float32 ops (square, sum over the tag dimensions, sqrt, round); returns the running (max,
     first row-major argmax)."""
-    for i in range(CELL):
-        for j in range(CELL):
-            p = i * CELL + j
-            sq = np.float32(0.0)
-            for m in range(len(prev)):
-                d = tags[m, p] - prev[m]
-                sq = d * d if m == 0 else sq + d * d
-            v = heat[p] - np.rint(np.sqrt(sq))
-            flat = (cy * CELL + i) * width + cx * CELL + j
-            if v > best or (v == best and flat < best_flat):
-                best, best_flat = v, flat
+    top = NEG
+    for p in range(CELL * CELL):  # the cell's maximum first (a loop the compiler vectorises)
+        sq = np.float32(0.0)
+        for m in range(len(prev)):
+            d = tags[m, p] - prev[m]
+            sq = d * d if m == 0 else sq + d * d
+        top = max(top, heat[p] - np.rint(np.sqrt(sq)))
+    if top < best:
+        return best, best_flat
+    for p in range(CELL * CELL):
+        sq = np.float32(0.0)
+        for m in range(len(prev)):
+            d = tags[m, p] - prev[m]
+            sq = d * d if m == 0 else sq + d * d
+        v = heat[p] - np.rint(np.sqrt(sq))
+        flat = (cy * CELL + p // CELL) * width + cx * CELL + p % CELL
+        if v > best or (v == best and flat < best_flat):
+            best, best_flat = v, flat
     return best, best_flat
 
 
@@ -459,13 +464,18 @@ def _sort_desc(bound, ids, n):
 @njit(cache=True, nogil=True)
 def _refine_cells(R, H, T, k, cys, cxs, n, prev, best, best_flat):
     """_refine_cell over the first n listed cells of joint k, computed first if need be."""
-    ks = np.full(n, k, np.int64)
-    fill_heat(R, H, ks, cys[:n], cxs[:n])
-    fill_tags(R, T, ks, cys[:n], cxs[:n])
-    width = H.slot.shape[2] * CELL
+    hslot, hstore, tslot, tstore = H.slot, H.store, T.slot, T.store
+    missing = False
+    for i in range(n):
+        missing |= hslot[k, cys[i], cxs[i]] == 0 or tslot[k, cys[i], cxs[i]] == 0
+    if missing:
+        ks = np.full(n, k, np.int64)
+        fill_heat(R, H, ks, cys[:n], cxs[:n])
+        fill_tags(R, T, ks, cys[:n], cxs[:n])
+    width = hslot.shape[2] * CELL
     for i in range(n):
         cy, cx = cys[i], cxs[i]
-        best, best_flat = _refine_cell(H.store[H.slot[k, cy, cx] - 1], T.store[T.slot[k, cy, cx] - 1],
+        best, best_flat = _refine_cell(hstore[hslot[k, cy, cx] - 1], tstore[tslot[k, cy, cx] - 1],
                                        cy, cx, width, prev, best, best_flat)
     return best, best_flat
 
@@ -486,7 +496,7 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     K, h, w = cell_heat.shape
     ny, nx = tile_heat.shape[1], tile_heat.shape[2]
     block_heat, block_lo, block_hi, block_done = r.block_heat, r.block_lo, r.block_hi, r.block_done
-    tile_lo, tile_hi, tile_done = r.tile_lo, r.tile_hi, r.tile_done
+    tile_lo, tile_hi, tile_done, cell_lo, cell_hi = r.tile_lo, r.tile_hi, r.tile_done, r.cell_lo, r.cell_hi
     nby, nbx = block_heat.shape[1], block_heat.shape[2]
     blocks = nby * nbx
     side = TILE * TILE
@@ -498,8 +508,6 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     cell_bound = np.empty(TILE * TILE, np.float32)
     cell_y = np.empty(max(TILE * TILE, len(seed_cells)), np.int64)
     cell_x = np.empty(max(TILE * TILE, len(seed_cells)), np.int64)
-    box_lo = np.empty((tags.shape[0], 1, 1, 1), np.float32)
-    box_hi = np.empty((tags.shape[0], 1, 1, 1), np.float32)
     for q in range(len(joints)):
         k = joints[q]
         p = prev[q]
@@ -535,6 +543,10 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
                     if not tile_done[k, ty, tx]:
                         _tag_box(tags, k, ty * TILE, min(h, ty * TILE + TILE), tx * TILE, min(w, tx * TILE + TILE),
                                  tile_lo, tile_hi, k, ty, tx)
+                        for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
+                            for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
+                                _tag_box(tags, k, cy, cy + 1, cx, cx + 1, cell_lo, cell_hi, k, ty * nx + tx,
+                                         (cy % TILE) * TILE + cx % TILE)
                         tile_done[k, ty, tx] = 1
                     tile_bound[t] = _upper(tile_heat[k, ty, tx], tile_lo, tile_hi, k, ty, tx, p)
                     tile_id[t] = ty * nx + tx
@@ -547,8 +559,8 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
                 c = 0
                 for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
                     for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
-                        _tag_box(tags, k, cy, cy + 1, cx, cx + 1, box_lo, box_hi, 0, 0, 0)
-                        bound = _upper(cell_heat[k, cy, cx], box_lo, box_hi, 0, 0, 0, p)
+                        bound = _upper(cell_heat[k, cy, cx], cell_lo, cell_hi, k, tile_id[a],
+                                       (cy % TILE) * TILE + cx % TILE, p)
                         if bound >= best:
                             cell_bound[c], cell_y[c], cell_x[c] = bound, cy, cx
                             c += 1
