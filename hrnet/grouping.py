@@ -196,13 +196,14 @@ class _Maps:
     def refine_bounds(self):
         """Refine's bounds: heat per block now, tag ranges filled by the kernel as it goes."""
         if self._refine is None:
-            tile = self.grid.tile_heat
-            block = kernels.tile_max(tile)
-            shape = lambda grid: (self.tag_dims, self.k) + grid.shape[1:]  # noqa: E731
+            k, m = self.k, self.tag_dims
+            block = kernels.tile_max(self.grid.tile_heat).reshape(k, -1)
+            tiles = k * self.ny * self.nx
             self._refine = kernels.RefineBounds(
-                np.empty(shape(block), _F32), np.empty(shape(block), _F32), block, np.zeros(block.shape, np.uint8),
-                np.empty(shape(tile), _F32), np.empty(shape(tile), _F32), np.zeros(tile.shape, np.uint8),
-                *(np.empty((self.tag_dims, self.k, self.ny * self.nx, _TILE * _TILE), _F32) for _ in range(2)))
+                np.empty(block.shape + (m,), _F32), np.empty(block.shape + (m,), _F32), np.zeros(block.shape, np.uint8),
+                block, np.zeros((k, self.ny, self.nx), np.int32),
+                np.empty((tiles, _TILE * _TILE + 1, m), _F32), np.empty((tiles, _TILE * _TILE + 1, m), _F32),
+                np.zeros(1, np.int64))
         return self._refine
 
     def heat_at(self, ks, ys, xs):

@@ -35,13 +35,12 @@ Resize = namedtuple("Resize", "yidx yw xidx xw fma")
 Cache = namedtuple("Cache", "maps slot store count pixels rows")
 # cell_heat [K, h, w], tile_heat [K, ny, nx]: upper bounds of the heat.
 Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
-# Filled as refine needs them: tag ranges (float32 [M, K, ...]) over the 3x3 low-resolution
-# neighbourhoods of all cells of a block (4x4 tiles) or a tile, and heat bounds per block.
-RefineBounds = namedtuple("RefineBounds", [
-    "block_lo", "block_hi", "block_heat", "block_done",  # [M, K, nby, nbx] x2, [K, nby, nbx] x2
-    "tile_lo", "tile_hi", "tile_done",  # [M, K, ny, nx] x2, [K, ny, nx]
-    "cell_lo", "cell_hi",  # [M, K, ny * nx, 16]: the cells of a tile, filled with the tile's
-])
+# Filled as refine needs them: tag ranges (float32 [..., M]: min and max per tag dimension) over the
+# 3x3 low-resolution neighbourhoods of all cells of a block (4x4 tiles), of a tile and of each of
+# its cells. Blocks: lo/hi [K, nby * nbx, M], done [K, nby * nbx], heat bound [K, nby * nbx]. Tiles:
+# slot [K, ny, nx] (1-based) into lo/hi [K * ny * nx, 17, M] (its 16 cells, then the tile itself:
+# a dense store, as for the cells), count [1].
+RefineBounds = namedtuple("RefineBounds", "block_lo block_hi block_done block_heat tile_slot tile_lo tile_hi tile_count")
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -390,14 +389,14 @@ def detect(g, thr, halo, top):
 # ---------------------------------------------------------------------------------- refine
 
 @njit(cache=True, nogil=True, inline="always")
-def _upper(heat, lo, hi, k, cy, cx, prev):
-    """Upper bound of `heat - round(||tag - prev||)` over a box of tags (float32 throughout:
-    the slack covers its rounding as well)."""
+def _upper(heat, lo, hi, i, j, prev):
+    """Upper bound of `heat - round(||tag - prev||)` over the box of tags lo/hi[i, j, :]
+    (float32 throughout: the slack covers its rounding as well)."""
     sq = np.float32(0.0)
     span = np.float32(0.0)
     for m in range(len(prev)):
         p = prev[m]
-        a, b = lo[m, k, cy, cx], hi[m, k, cy, cx]
+        a, b = lo[i, j, m], hi[i, j, m]
         gap = max(max(a - p, p - b), np.float32(0.0))
         sq += gap * gap
         span = max(span, abs(p), abs(a), abs(b))
@@ -408,9 +407,9 @@ def _upper(heat, lo, hi, k, cy, cx, prev):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _tag_box(tags, k, cy0, cy1, cx0, cx1, lo, hi, i0, i1, i2):
-    """lo/hi[:, i0, i1, i2] = range of tags[:, k] over the 3x3 neighbourhoods of the cells in
-    rows [cy0, cy1) and columns [cx0, cx1): the low-resolution window one wider, clipped."""
+def _tag_box(tags, k, cy0, cy1, cx0, cx1, lo, hi, i, j):
+    """lo/hi[i, j, :] = range of tags[:, k] over the 3x3 neighbourhoods of the cells in rows
+    [cy0, cy1) and columns [cx0, cx1): the low-resolution window one wider, clipped."""
     h, w = tags.shape[2], tags.shape[3]
     for m in range(tags.shape[0]):
         a = b = tags[m, k, max(0, cy0 - 1), max(0, cx0 - 1)]
@@ -419,8 +418,45 @@ def _tag_box(tags, k, cy0, cy1, cx0, cx1, lo, hi, i0, i1, i2):
                 v = tags[m, k, y, x]
                 a = min(a, v)
                 b = max(b, v)
-        lo[m, i0, i1, i2] = a
-        hi[m, i0, i1, i2] = b
+        lo[i, j, m] = a
+        hi[i, j, m] = b
+
+
+@njit(cache=True, nogil=True)
+def _tile_boxes(tags, k, ty, tx, r, rows_lo, rows_hi):
+    """Tag ranges of one tile's cells' 3x3 neighbourhoods and of the tile, into its next slot,
+    separably: ranges over 3 columns for each row of the tile's window (rows_lo/hi [6, 4]), then
+    over 3 of those rows. Returns the slot."""
+    h, w = tags.shape[2], tags.shape[3]
+    slot = r.tile_count[0]
+    r.tile_count[0] += 1
+    lo, hi = r.tile_lo[slot], r.tile_hi[slot]
+    cy0, cx0 = ty * TILE, tx * TILE
+    for m in range(tags.shape[0]):
+        src = tags[m, k]
+        lo_t = hi_t = src[cy0, cx0]
+        for row in range(TILE + 2):
+            y = min(max(cy0 - 1 + row, 0), h - 1)
+            for j in range(TILE):
+                x = min(cx0 + j, w - 1)
+                a = b = src[y, x]
+                for xx in range(max(0, x - 1), min(w, x + 2)):
+                    a = min(a, src[y, xx])
+                    b = max(b, src[y, xx])
+                rows_lo[row, j], rows_hi[row, j] = a, b
+        for i in range(TILE):
+            for j in range(TILE):
+                a, b = rows_lo[i + 1, j], rows_hi[i + 1, j]
+                for row in (i, i + 2):
+                    a = min(a, rows_lo[row, j])
+                    b = max(b, rows_hi[row, j])
+                lo[i * TILE + j, m], hi[i * TILE + j, m] = a, b
+                if cy0 + i < h and cx0 + j < w:  # cells past the map edge repeat the last one
+                    lo_t = min(lo_t, a)
+                    hi_t = max(hi_t, b)
+        lo[TILE * TILE, m], hi[TILE * TILE, m] = lo_t, hi_t
+    r.tile_slot[k, ty, tx] = slot + 1
+    return slot
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -496,13 +532,15 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     K, h, w = cell_heat.shape
     ny, nx = tile_heat.shape[1], tile_heat.shape[2]
     block_heat, block_lo, block_hi, block_done = r.block_heat, r.block_lo, r.block_hi, r.block_done
-    tile_lo, tile_hi, tile_done, cell_lo, cell_hi = r.tile_lo, r.tile_hi, r.tile_done, r.cell_lo, r.cell_hi
-    nby, nbx = block_heat.shape[1], block_heat.shape[2]
-    blocks = nby * nbx
+    tile_slot, tile_lo, tile_hi = r.tile_slot, r.tile_lo, r.tile_hi
+    nbx = -(-nx // TILE)
+    blocks = block_heat.shape[1]
     side = TILE * TILE
     out = np.empty(len(joints), np.int64)
     block_bound = np.empty(blocks, np.float32)
     block_id = np.empty(blocks, np.int64)
+    rows_lo = np.empty((TILE + 2, TILE), np.float32)
+    rows_hi = np.empty((TILE + 2, TILE), np.float32)
     tile_bound = np.empty(TILE * TILE, np.float32)
     tile_id = np.empty(TILE * TILE, np.int64)
     cell_bound = np.empty(TILE * TILE, np.float32)
@@ -517,9 +555,7 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
             n += 1
         best, best_flat = _refine_cells(R, H, T, k, cell_y, cell_x, n, p, NEG, np.int64(-1))
         for b in range(blocks):
-            by, bx = b // nbx, b % nbx
-            block_bound[b] = (_upper(block_heat[k, by, bx], block_lo, block_hi, k, by, bx, p)
-                              if block_done[k, by, bx] else block_heat[k, by, bx])
+            block_bound[b] = _upper(block_heat[k, b], block_lo, block_hi, k, b, p) if block_done[k, b] else block_heat[k, b]
             block_id[b] = b
         for j in range(blocks):
             top = j  # selection sort, lazily: most blocks are pruned
@@ -530,25 +566,21 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
             block_id[j], block_id[top] = block_id[top], block_id[j]
             if block_bound[j] < best:
                 break
-            by, bx = block_id[j] // nbx, block_id[j] % nbx
-            if not block_done[k, by, bx]:
+            b = block_id[j]
+            by, bx = b // nbx, b % nbx
+            if not block_done[k, b]:
                 _tag_box(tags, k, by * side, min(h, by * side + side), bx * side, min(w, bx * side + side),
-                         block_lo, block_hi, k, by, bx)
-                block_done[k, by, bx] = 1
-                if _upper(block_heat[k, by, bx], block_lo, block_hi, k, by, bx, p) < best:
+                         block_lo, block_hi, k, b)
+                block_done[k, b] = 1
+                if _upper(block_heat[k, b], block_lo, block_hi, k, b, p) < best:
                     continue
             t = 0
             for ty in range(by * TILE, min(ny, by * TILE + TILE)):
                 for tx in range(bx * TILE, min(nx, bx * TILE + TILE)):
-                    if not tile_done[k, ty, tx]:
-                        _tag_box(tags, k, ty * TILE, min(h, ty * TILE + TILE), tx * TILE, min(w, tx * TILE + TILE),
-                                 tile_lo, tile_hi, k, ty, tx)
-                        for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
-                            for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
-                                _tag_box(tags, k, cy, cy + 1, cx, cx + 1, cell_lo, cell_hi, k, ty * nx + tx,
-                                         (cy % TILE) * TILE + cx % TILE)
-                        tile_done[k, ty, tx] = 1
-                    tile_bound[t] = _upper(tile_heat[k, ty, tx], tile_lo, tile_hi, k, ty, tx, p)
+                    slot = tile_slot[k, ty, tx] - 1
+                    if slot < 0:
+                        slot = _tile_boxes(tags, k, ty, tx, r, rows_lo, rows_hi)
+                    tile_bound[t] = _upper(tile_heat[k, ty, tx], tile_lo, tile_hi, slot, TILE * TILE, p)
                     tile_id[t] = ty * nx + tx
                     t += 1
             _sort_desc(tile_bound, tile_id, t)
@@ -556,11 +588,11 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
                 if tile_bound[a] < best:
                     break
                 ty, tx = tile_id[a] // nx, tile_id[a] % nx
+                slot = tile_slot[k, ty, tx] - 1
                 c = 0
                 for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
                     for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
-                        bound = _upper(cell_heat[k, cy, cx], cell_lo, cell_hi, k, tile_id[a],
-                                       (cy % TILE) * TILE + cx % TILE, p)
+                        bound = _upper(cell_heat[k, cy, cx], tile_lo, tile_hi, slot, (cy % TILE) * TILE + cx % TILE, p)
                         if bound >= best:
                             cell_bound[c], cell_y[c], cell_x[c] = bound, cy, cx
                             c += 1
