@@ -317,3 +317,23 @@ def test_bad_center_scale_raises(center, scale):
 def test_bad_params_raise(field, value):
     with pytest.raises(ValueError):
         dataclasses.replace(GroupingParams(), **{field: value})
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_any_small_map_groups_without_fault(seed):
+    """Kernels index without bounds checks: odd sizes (1 pixel, not multiples of the tile), plateaus,
+    extreme but accepted values and other parameters must still work (NUMBA_BOUNDSCHECK=1 makes
+    an out-of-range index raise here instead of reading past an array)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(1, 14, 2))
+        flip = bool(rng.integers(2))
+        cfg = dict(flip_test=flip, nms_kernel=int(rng.choice([1, 3, 5, 7])),
+                   max_num_people=int(rng.integers(1, min(30, 16 * h * w) + 1)),
+                   detection_threshold=float(rng.choice([0.0, 0.1, 0.5])))
+        scale = float(rng.choice([1e-3, 1.0, 1e3, 1e5]))  # |values| stay under the 1e6 limit
+        out = (rng.standard_normal((2 if flip else 1, 2 * K, h, w)) * scale).astype(np.float32)
+        if rng.random() < 0.3:
+            out[:, :K] = np.float32(rng.choice([0.0, 0.3]))  # a plateau: every pixel ties
+        kp, sc = group(out, CENTER, SCALE, params(**cfg))
+        assert kp.shape == (len(sc), K, 3) and np.isfinite(kp).all() and np.isfinite(sc).all()
