@@ -226,9 +226,9 @@ def preprocess(img_rgb: np.ndarray, input_size: int = 512, flip_test: bool = Tru
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     out = np.empty((2 if flip_test else 1, 3, out_h, out_w), dtype=np.float32)
-    for c in range(3):
-        # mode='clip' lets np.take write straight into `out` (uint8 indices are in range).
-        np.take(_NORM_LUT[c], warped[:, :, c], out=out[0, c], mode="clip")
-    if flip_test:
-        out[1] = out[0][:, :, ::-1]
+    for c, plane in enumerate(cv2.split(warped)):
+        # table lookup straight into the output plane (cv2: ~2.5x np.take on a strided channel)
+        cv2.LUT(plane, _NORM_LUT[c], dst=out[0, c])
+        if flip_test:
+            cv2.flip(out[0, c], 1, dst=out[1, c])
     return out, center.astype(np.float32), scale.astype(np.float32)
