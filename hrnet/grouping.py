@@ -15,8 +15,9 @@ are compiled (hrnet/grouping_kernels.py, numba):
 * torch.topk's order of equal values (border plateaus: the resize clamps, so the two outermost
   rows/columns are equal) is replayed from its std::partial_sort on that joint's whole NMS map,
   skipping what cannot enter the heap;
-* refine's argmax of `heat - round(|tag - person tag|)` is a branch and bound over tiles and
-  cells with the same kind of bounds (heat max, tag box), only for missing joints;
+* refine's argmax of `heat - round(|tag - person tag|)` is a best-first branch and bound over
+  blocks, tiles and cells with the same kind of bounds (heat max, tag range), only for missing
+  joints;
 * the assignment is munkres 1.1.4's algorithm step for step (its tie-breaking decides crowded
   scenes), compiled.
 Exactness holds for inputs with H + W > 128 and H * W >= 64 * max_num_people, where torch takes
@@ -139,6 +140,13 @@ def _axis(n_in, n_out):
     return np.stack([i0, i1]), np.stack([_F32(1) - lam, lam]).astype(_F64)
 
 
+def _cache(maps, store):
+    """An empty kernels.Cache over maps [M, K, h, w] with the given store."""
+    batch, k, h, w = maps.shape
+    return kernels.Cache(maps, np.zeros((k, h, w), np.int32), store, np.zeros(1, np.int64),
+                         np.empty((batch, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
+
+
 class _Maps:
     """One image's low-resolution maps and the kernels' Grid over them (exact input-size values of
     mmpose's resized heatmaps and tags on demand, with bounds to skip the rest)."""
@@ -177,20 +185,18 @@ class _Maps:
         # Heat bound per cell: a resized value is a convex combination of its 3x3 neighbourhood
         # (in both passes, with the same weights, so the mean is too); rounding adds at most a
         # few ulp of the largest magnitude.
+        # One cv2 call for all joints: stacked, the first and last rows of a joint also see its
+        # neighbour's, which only loosens the bound.
         cell = cv2.dilate(mean.reshape(k * h, w), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
         cell = cell.reshape(k, h, w)
         cell += _F32(_REL) * _F32(big) + _F32(_ABS)
         # stores: a slot for every cell, filled densely from the start (np.empty leaves the
         # pages untouched until then)
         cells = k * h * w
-        scratch = (np.zeros(1, np.int64), np.empty((batch, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
-        heat_cache = kernels.Cache(self.heat, np.zeros((k, h, w), np.int32),
-                                   np.empty((cells, STRIDE * STRIDE), _F32), *scratch)
-        scratch = (np.zeros(1, np.int64), np.empty((batch, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
-        tag_cache = kernels.Cache(self.tags, np.zeros((k, h, w), np.int32),
-                                  np.empty((cells, batch, STRIDE * STRIDE), _F32), *scratch)
         resize = kernels.Resize(*_axis(h, STRIDE * h), *_axis(w, STRIDE * w), bool(params.fused_multiply_add))
-        self.grid = kernels.Grid(resize, heat_cache, tag_cache, cell, kernels.tile_max(cell))
+        self.grid = kernels.Grid(resize, _cache(self.heat, np.empty((cells, STRIDE * STRIDE), _F32)),
+                                 _cache(self.tags, np.empty((cells, batch, STRIDE * STRIDE), _F32)),
+                                 cell, kernels.tile_max(cell))
         self._refine = None
 
     def refine_bounds(self):
