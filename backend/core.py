@@ -70,17 +70,7 @@ class InferenceCore:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
     def model_ready(self, name: str, version: str) -> bool:
-        try:
-            model = self.repository.get(name, version)
-        except Unavailable:
-            return False
-        except ServerError as e:
-            if "is not found" in e.message and name in self.repository.entries:
-                return False
-            if "has no available versions" in e.message:
-                return False
-            raise
-        return model.is_ready()
+        return self.repository.is_ready(name, version)
 
     def model_metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
         model = self.repository.get(name, version)

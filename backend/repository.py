@@ -49,6 +49,22 @@ def select_versions(config: mc.ModelConfig, available: list) -> list:
     return sorted(available)[-n:]
 
 
+def parse_version(version: str) -> int:
+    """A request's version string as a number, with Triton's message when it is not one."""
+    try:
+        # ASCII digits only: int() would also take " 1", "+1", "1_0" and other scripts' digits.
+        if not (version.isascii() and version.isdigit()):
+            raise ValueError("not an integer")
+        v = int(version)
+        if v <= 0 or v > 2**63 - 1:
+            raise ValueError("out of range")
+    except ValueError as err:
+        raise InvalidArgument(
+            f"failed to get model version from specified version string '{version}' "
+            f"(details: {err}), version should be an integral value > 0")
+    return v
+
+
 class ModelEntry:
     def __init__(self, name: str):
         self.name = name
@@ -98,23 +114,17 @@ class Repository:
         return e
 
     # ---- lookup -------------------------------------------------------------------------------
-    def get(self, name: str, version: str = ""):
-        """The ready Model for a request, with Triton's messages."""
+    def _known(self, name: str) -> ModelEntry:
         e = self.entries.get(name)
         if e is None:
             raise InvalidArgument(f"Request for unknown model: '{name}' is not found")
+        return e
+
+    def get(self, name: str, version: str = ""):
+        """The ready Model for a request, with Triton's messages."""
+        e = self._known(name)
         if version:
-            try:
-                # ASCII digits only: int() would also take " 1", "+1", "1_0" and other scripts' digits.
-                if not (version.isascii() and version.isdigit()):
-                    raise ValueError("not an integer")
-                v = int(version)
-                if v <= 0 or v > 2**63 - 1:
-                    raise ValueError("out of range")
-            except ValueError as err:
-                raise InvalidArgument(
-                    f"failed to get model version from specified version string '{version}' "
-                    f"(details: {err}), version should be an integral value > 0")
+            v = parse_version(version)
             model = e.versions.get(v)
             if model is None:
                 if e.state in ("LOADING", "UNAVAILABLE") and e.reason not in ("unloaded", ""):
@@ -128,6 +138,17 @@ class Repository:
                                   f"Request for unknown model: '{name}' has no available versions")
             raise NotFound(f"Request for unknown model: '{name}' has no available versions")
         return e.versions[max(e.versions)]
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        """Whether `name` (`version`, or its latest) is loaded and ready. Loading, failed, unloaded
+        or a version not loaded is just "not ready"; only an unknown name or a malformed version
+        raises, with get()'s messages (ModelReady sends them as its error)."""
+        e = self._known(name)
+        if version:
+            model = e.versions.get(parse_version(version))
+        else:
+            model = e.versions[max(e.versions)] if e.versions else None
+        return model is not None and model.is_ready()
 
     def index(self, ready_only: bool = False):
         """(name, version or '', state, reason) for every model the server knows or can see."""

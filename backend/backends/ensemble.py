@@ -33,8 +33,10 @@ class EnsembleModel(Model):
         known = {i.name: (spec.datatype, spec.dims, "ensemble input") for i, spec in
                  zip(self.config.input, self.inputs.values())}
         producers = {}
+        models = []  # each step's model, resolved once: in this loop, so failures keep their step order
         for idx, step in enumerate(self.steps):
             model = resolve(step.model_name, "" if step.model_version <= 0 else str(step.model_version))
+            models.append(model)
             if model.max_batch_size < self.max_batch_size:
                 raise InvalidArgument(
                     f"ensemble {name} allows maximum batch size {self.max_batch_size}, but it contains "
@@ -60,8 +62,7 @@ class EnsembleModel(Model):
                 producers[tensor] = idx
                 known[tensor] = (spec.datatype, _full_dims(model, spec.dims), f"model {model.name}")
         # Every consumed tensor must be produced with a matching type and compatible shape.
-        for idx, step in enumerate(self.steps):
-            model = resolve(step.model_name, "" if step.model_version <= 0 else str(step.model_version))
+        for idx, (step, model) in enumerate(zip(self.steps, models)):
             for key, tensor in step.input_map.items():
                 if tensor not in known:
                     raise InvalidArgument(f"in ensemble {name}, step {idx} (model {model.name}) consumes "
