@@ -1,4 +1,6 @@
-"""BYTES tensors on the wire: each element is a 4-byte little-endian length, then its bytes."""
+"""BYTES tensors on the wire: each element is a 4-byte little-endian length, then its bytes.
+
+The one implementation: the server's codec and pb_utils (backend/python_stub) both use it."""
 
 import struct
 
@@ -7,54 +9,99 @@ import numpy as np
 _LEN = struct.Struct("<I")
 
 
+class Truncated(ValueError):
+    """The buffer ends inside element `index` of a `total`-byte buffer: inside the length prefix
+    that starts at byte `pos` when `length` is None, else inside the element's `length` bytes.
+    str() is the server's message; the fields let pb_utils word its own."""
+
+    def __init__(self, message: str, index: int, pos: int, total: int, length: int | None = None):
+        super().__init__(message)
+        self.index, self.pos, self.total, self.length = index, pos, total, length
+
+
+def _to_bytes(x):
+    # The server's rule for an element that is not bytes: str as UTF-8, else bytes(x).
+    if isinstance(x, bytes):
+        return x
+    return x.encode("utf-8") if isinstance(x, str) else bytes(x)
+
+
 def serialize(array: np.ndarray) -> bytes:
-    """np.object_/np.bytes_/str array -> wire bytes. Lengths and payload are placed with numpy;
-    only the C-level join touches each element."""
+    """np.object_/np.bytes_/str array -> wire bytes, C order."""
+    return serialize_array(array).tobytes()
+
+
+def serialize_array(array: np.ndarray, to_bytes=_to_bytes) -> np.ndarray:
+    """np.object_/np.bytes_/str array -> flat, writable np.uint8 array of wire bytes, C order.
+    `to_bytes(x)` gives the bytes of an element that is not exactly `bytes` (pb_utils passes
+    Triton's rule). Lengths and payload are placed with numpy; Python only touches each
+    element to get its bytes."""
     flat = array.reshape(-1)
     n = flat.size
     if n == 0:
-        return b""
-    items = [x if isinstance(x, bytes) else (x.encode("utf-8") if isinstance(x, str) else bytes(x))
-             for x in flat] if flat.dtype.kind in ("O", "U") else list(flat)
+        return np.empty(0, np.uint8)
     if flat.dtype.kind == "S":
-        # np.bytes_ drops trailing NULs, as tritonclient does.
-        items = [bytes(x) for x in items]
-    lens = np.fromiter(map(len, items), dtype=np.int64, count=n)
-    payload = b"".join(items)
-    out = np.empty(4 * n + len(payload), np.uint8)
+        lens, payload = _fixed_width(flat)
+    else:
+        items = ([x if type(x) is bytes else to_bytes(x) for x in flat.tolist()]
+                 if flat.dtype.kind in ("O", "U") else list(flat))
+        lens = np.fromiter(map(len, items), dtype=np.int64, count=n)
+        payload = np.frombuffer(b"".join(items), np.uint8)
+    return _pack(lens, payload)
+
+
+def _fixed_width(flat: np.ndarray):
+    """Lengths and payload of an np.bytes_ ('S<n>') array, straight from its (n, width) byte
+    matrix. np.bytes_ drops trailing NULs, as tritonclient does."""
+    n, width = flat.size, flat.dtype.itemsize
+    lens = np.char.str_len(flat).astype(np.int64)
+    chars = np.ascontiguousarray(flat).view(np.uint8).reshape(n, width)
+    return lens, chars[np.arange(width) < lens[:, None]]
+
+
+def _pack(lens: np.ndarray, payload: np.ndarray) -> np.ndarray:
+    """Each element's length prefix put in front of its bytes (`payload`: all of them, joined)."""
+    n = lens.size
+    out = np.empty(4 * n + payload.size, np.uint8)
     starts = np.arange(n, dtype=np.int64) * 4
     starts[1:] += np.cumsum(lens[:-1])
     prefix_at = starts[:, None] + np.arange(4)
     out[prefix_at] = lens.astype("<u4").view(np.uint8).reshape(n, 4)
     keep = np.ones(out.size, bool)
     keep[prefix_at] = False
-    out[keep] = np.frombuffer(payload, np.uint8)
-    return out.tobytes()
+    out[keep] = payload
+    return out
 
 
 def deserialize(buf, count: int = -1) -> np.ndarray:
-    """Wire bytes -> flat np.object_ array of bytes. `count` = expected element count (-1: any).
-    Raises ValueError with a message saying what is wrong."""
+    """Wire bytes (any contiguous buffer) -> flat np.object_ array of bytes. `count` = expected
+    element count (-1: any). Raises ValueError (Truncated for a cut-short buffer) with a message
+    saying what is wrong."""
     mv = memoryview(buf).cast("B")
     total = len(mv)
     if total >= 4:
         out = _deserialize_uniform(mv, total, count)
         if out is not None:
             return out
-    # Lengths differ: each offset depends on the previous length, so walk the prefixes.
+    # Lengths differ: each offset depends on the previous length, so walk the prefixes. Slices
+    # of one bytes object are cheaper than memoryview slices turned into bytes.
+    data = buf if isinstance(buf, bytes) else mv.tobytes()
+    unpack = _LEN.unpack_from
     items = []
+    append = items.append
     pos = 0
     while pos < total:
         if count >= 0 and len(items) == count:
             raise ValueError(f"unexpected number of string elements {len(items) + 1}, expecting {count}")
         if pos + 4 > total:
-            raise ValueError("incomplete string length indicator")
-        (length,) = _LEN.unpack_from(mv, pos)
-        pos += 4
-        if pos + length > total:
-            raise ValueError(f"string length {length} runs past the end of the buffer")
-        items.append(mv[pos:pos + length].tobytes())
-        pos += length
+            raise Truncated("incomplete string length indicator", len(items), pos, total)
+        (length,) = unpack(data, pos)
+        end = pos + 4 + length
+        if end > total:
+            raise Truncated(f"string length {length} runs past the end of the buffer",
+                            len(items), pos, total, length)
+        append(data[pos + 4:end])
+        pos = end
     if count >= 0 and len(items) != count:
         raise ValueError(f"expected {count} string elements, got {len(items)}")
     out = np.empty(len(items), dtype=np.object_)

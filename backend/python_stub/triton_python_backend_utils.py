@@ -15,10 +15,20 @@ Server hooks (module globals the server assigns; None outside a server):
 import enum
 import json
 import logging
-import struct
+import os
+import sys
 import threading
 
 import numpy as np
+
+# This module is imported top-level (the server puts its folder on sys.path, as Triton does) but
+# shares the server's BYTES codec. `backend` is importable wherever the server runs; for a model
+# tested on its own, the folder above backend/ is made importable here.
+try:
+    from backend import bytes_tensor
+except ImportError:
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    from backend import bytes_tensor
 
 _bls = None
 _model_dir_hook = None
@@ -103,9 +113,8 @@ def triton_string_to_numpy(triton_type_string):
 
 
 # --------------------------------------------------------------------------------------------
-# BYTES tensors: each element is a 4-byte little-endian length followed by its bytes.
-
-_LEN = struct.Struct("<I")
+# BYTES tensors: each element is a 4-byte little-endian length followed by its bytes. The wire
+# format is the server's own (backend/bytes_tensor.py); here are Triton's names, types and rules.
 
 
 def _element_bytes(x):
@@ -119,58 +128,13 @@ def _element_bytes(x):
 
 def serialize_byte_tensor(input_tensor):
     """np.object_ / np.bytes_ array -> flat np.uint8 array of length-prefixed elements, C order.
-
-    Prefixes and payload are placed with numpy; Python only touches each element to get its
-    bytes. np.bytes_ ('S<n>') drops trailing NULs (numpy semantics), so prefer np.object_."""
+    np.bytes_ ('S<n>') drops trailing NULs (numpy semantics), so prefer np.object_."""
     arr = np.asarray(input_tensor)
     if arr.dtype.type not in (np.object_, np.bytes_):
         raise TritonModelException(
             "serialize_byte_tensor expects an np.object_ or np.bytes_ array, got dtype "
             + str(arr.dtype))
-    flat = arr.reshape(-1, order="C")
-    n = flat.size
-    if n == 0:
-        return np.empty(0, np.uint8)
-    if flat.dtype.type is np.bytes_:
-        # Fixed width: lengths and payload come straight from the (n, width) byte matrix.
-        width = flat.dtype.itemsize
-        lens = np.char.str_len(flat).astype(np.int64)
-        chars = np.ascontiguousarray(flat).view(np.uint8).reshape(n, width)
-        payload = chars[np.arange(width) < lens[:, None]]
-    else:
-        items = [x if type(x) is bytes else _element_bytes(x) for x in flat.tolist()]
-        lens = np.fromiter(map(len, items), dtype=np.int64, count=n)
-        payload = np.frombuffer(b"".join(items), np.uint8)
-    out = np.empty(4 * n + payload.size, np.uint8)
-    starts = np.empty(n, np.int64)
-    starts[0] = 0
-    np.cumsum(lens[:-1] + 4, out=starts[1:])
-    prefix_at = starts[:, None] + np.arange(4)
-    out[prefix_at] = lens.astype("<u4").view(np.uint8).reshape(n, 4)
-    is_payload = np.ones(out.size, bool)
-    is_payload[prefix_at] = False
-    out[is_payload] = payload
-    return out
-
-
-def _deserialize_uniform(buf, total):
-    """Fast path when every element has the first element's length (fixed-size strings, the
-    common case): validated and split with numpy. Returns None when lengths differ."""
-    (length,) = _LEN.unpack_from(buf, 0)
-    stride = 4 + length
-    if total % stride:
-        return None
-    n = total // stride
-    rows = np.frombuffer(buf, np.uint8, count=total).reshape(n, stride)
-    if not (rows[:, :4] == rows[0, :4]).all():
-        return None
-    out = np.empty(n, np.object_)
-    if length == 0:
-        out[:] = [b""] * n
-    else:
-        # A void view turns each row into a bytes object in C, keeping trailing NULs.
-        out[:] = np.ascontiguousarray(rows[:, 4:]).view(f"V{length}").ravel().tolist()
-    return out
+    return bytes_tensor.serialize_array(arr, to_bytes=_element_bytes)
 
 
 def deserialize_bytes_tensor(encoded_tensor):
@@ -180,36 +144,17 @@ def deserialize_bytes_tensor(encoded_tensor):
     buf = encoded_tensor
     if isinstance(buf, np.ndarray):
         buf = np.ascontiguousarray(buf).view(np.uint8).reshape(-1)
-    mv = memoryview(buf).cast("B")
-    total = len(mv)
-    if total == 0:
-        return np.empty(0, np.object_)
-    if total >= 4:
-        out = _deserialize_uniform(mv, total)
-        if out is not None:
-            return out
-    # Variable lengths: each offset depends on the previous length, so walk the prefixes.
-    data = mv.tobytes() if not isinstance(buf, bytes) else buf
-    unpack = _LEN.unpack_from
-    items = []
-    append = items.append
-    pos = 0
-    while pos < total:
-        if pos + 4 > total:
-            raise TritonModelException(
-                f"incomplete string length indicator at byte {pos} of {total}")
-        (length,) = unpack(data, pos)
-        pos += 4
-        end = pos + length
-        if end > total:
-            raise TritonModelException(
-                f"string element {len(items)} of length {length} runs past the end of the "
-                f"{total}-byte buffer")
-        append(data[pos:end])
-        pos = end
-    out = np.empty(len(items), np.object_)
-    out[:] = items
-    return out
+    try:
+        return bytes_tensor.deserialize(buf)
+    except bytes_tensor.Truncated as e:
+        raise TritonModelException(_truncated_message(e)) from None
+
+
+def _truncated_message(e):
+    if e.length is None:
+        return f"incomplete string length indicator at byte {e.pos} of {e.total}"
+    return (f"string element {e.index} of length {e.length} runs past the end of the "
+            f"{e.total}-byte buffer")
 
 
 # --------------------------------------------------------------------------------------------

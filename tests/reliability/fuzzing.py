@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from backend import bytes_tensor
 from proto import grpc_service_pb2 as pb
 
-from .wire import Client
+from .wire import Client, set_param, use_shm
 
 C = grpc.StatusCode
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -46,16 +46,11 @@ def param_values():
 
 
 def fill_param(p, value):
+    # ("u", v) sends v as uint64_param even when small (set_param would send it as int64).
     if isinstance(value, tuple):
         p.uint64_param = value[1]
-    elif isinstance(value, bool):
-        p.bool_param = value
-    elif isinstance(value, int):
-        p.int64_param = value
-    elif isinstance(value, float):
-        p.double_param = value
     else:
-        p.string_param = value
+        set_param(p, value)
 
 
 @st.composite
@@ -123,10 +118,7 @@ def plausible_requests(draw, models: dict, regions: list):
         # (the shared-memory region holds whatever earlier outputs left there: not for bounded models)
         how = draw(st.sampled_from(["raw", "raw", "raw", "contents"] + ([] if bounded else ["shm"])))
         if how == "shm" and len(data) <= 4096:
-            offset = draw(st.integers(0, 4096 - len(data)))
-            t.parameters["shared_memory_region"].string_param = "rel_fuzz"
-            t.parameters["shared_memory_byte_size"].int64_param = len(data)
-            t.parameters["shared_memory_offset"].int64_param = offset
+            use_shm(t, "rel_fuzz", len(data), draw(st.integers(0, 4096 - len(data))))
         elif how == "contents" and datatype in ("INT32", "FP32", "BYTES", "INT64", "FP64") and \
                 np.prod(shape, dtype=object) <= 1024:  # (larger: random bytes, see _consistent_bytes)
             if datatype == "BYTES":
@@ -141,9 +133,7 @@ def plausible_requests(draw, models: dict, regions: list):
         o = msg.outputs.add(name=out_name)
         if draw(st.integers(0, 3)) == 0:
             size = draw(st.integers(0, 4096))
-            o.parameters["shared_memory_region"].string_param = "rel_fuzz"
-            o.parameters["shared_memory_byte_size"].int64_param = size
-            o.parameters["shared_memory_offset"].int64_param = draw(st.integers(0, 4096 - size))
+            use_shm(o, "rel_fuzz", size, draw(st.integers(0, 4096 - size)))
     defect = draw(st.sampled_from(["none", "none", "dtype", "dim", "drop-input", "raw-bytes",
                                    "extra-raw", "param", "version", "output"]))
     if defect == "dtype" and msg.inputs:
@@ -223,18 +213,10 @@ def control_calls(draw, models: dict, regions: list, region_keys: list):
         for key in draw(st.lists(st.one_of(st.just("config"), small_text(8).map(lambda s: "file:" + s),
                                            st.sampled_from(["file:../x.py", "file:/tmp/x", "file:1/model.py"])),
                                  max_size=3, unique=True)):
-            p = req.parameters[key]
-            value = draw(st.one_of(small_text(30), st.binary(max_size=30), st.booleans(), I64,
-                                   st.sampled_from(['{"backend": "python"}', "{", "[]", "null",
-                                                    '{"max_batch_size": -1, "backend": "python"}'])))
-            if isinstance(value, bytes):
-                p.bytes_param = value
-            elif isinstance(value, bool):
-                p.bool_param = value
-            elif isinstance(value, int):
-                p.int64_param = value
-            else:
-                p.string_param = value
+            set_param(req.parameters[key], draw(st.one_of(
+                small_text(30), st.binary(max_size=30), st.booleans(), I64,
+                st.sampled_from(['{"backend": "python"}', "{", "[]", "null",
+                                 '{"max_batch_size": -1, "backend": "python"}']))))
         return ("RepositoryModelLoad", req)
     if kind == "unload":
         name = draw(names.filter(lambda n: n not in models))

@@ -13,7 +13,7 @@ from proto import grpc_service_pb2 as pb
 
 from .conftest import escaped_exceptions, model_names
 from .samples import GOOD, POSE_MODELS, check_serves, coco_image, good_request
-from .wire import OK, Client, ShmRegion, request, set_param
+from .wire import OK, Client, ShmRegion, request, set_param, use_shm
 
 C = grpc.StatusCode
 CASES = []
@@ -203,11 +203,7 @@ infer_case("timeout-negative", "batch_delay", lambda m: set_param(m.parameters["
 
 # ---- shared memory ------------------------------------------------------------------------------
 def _shm_input(msg, region, size, offset=None, index=0):
-    t = msg.inputs[index]
-    t.parameters["shared_memory_region"].string_param = region
-    t.parameters["shared_memory_byte_size"].int64_param = size
-    if offset is not None:
-        t.parameters["shared_memory_offset"].int64_param = offset
+    use_shm(msg.inputs[index], region, size, offset)
     del msg.raw_input_contents[index]
 
 
@@ -254,9 +250,7 @@ CASES.append(Bad("shm-wrong-byte-size", "identity", _with_region(64, _infer_from
 
 def _output_to_region(c, region):
     msg, _ = good_request("identity")
-    out = msg.outputs.add(name="OUTPUT0")
-    out.parameters["shared_memory_region"].string_param = "rel_region"
-    out.parameters["shared_memory_byte_size"].int64_param = 8
+    use_shm(msg.outputs.add(name="OUTPUT0"), "rel_region", 8)
     return c.infer(msg)[:2]
 
 
@@ -314,15 +308,7 @@ def _cuda_register(c):
 def _load(c, name, **params):
     req = pb.RepositoryModelLoadRequest(model_name=name)
     for k, v in params.items():
-        p = req.parameters[k.replace("__", ":")]
-        if isinstance(v, bytes):
-            p.bytes_param = v
-        elif isinstance(v, bool):
-            p.bool_param = v
-        elif isinstance(v, int):
-            p.int64_param = v
-        else:
-            p.string_param = v
+        set_param(req.parameters[k.replace("__", ":")], v)
     return c.call("RepositoryModelLoad", req)[:2]
 
 

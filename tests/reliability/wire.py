@@ -84,8 +84,11 @@ def request(model: str, inputs: dict, outputs=(), version: str = "", id: str = "
     return msg
 
 
-def set_param(p: pb.InferParameter, value):
-    if isinstance(value, bool):
+def set_param(p, value):
+    """Fill an InferParameter or ModelRepositoryParameter, the field chosen by the value's type."""
+    if isinstance(value, bytes):
+        p.bytes_param = value  # (ModelRepositoryParameter only: model files)
+    elif isinstance(value, bool):
         p.bool_param = value
     elif isinstance(value, int):
         if value >= 2**63:
@@ -96,6 +99,15 @@ def set_param(p: pb.InferParameter, value):
         p.double_param = value
     else:
         p.string_param = str(value)
+
+
+def use_shm(tensor, region: str, byte_size: int, offset: int | None = None):
+    """Point an input or requested output at the shared-memory region named `region` (Triton's
+    parameters; no offset parameter when `offset` is None)."""
+    tensor.parameters["shared_memory_region"].string_param = region
+    tensor.parameters["shared_memory_byte_size"].int64_param = byte_size
+    if offset is not None:
+        tensor.parameters["shared_memory_offset"].int64_param = offset
 
 
 def output(resp: pb.ModelInferResponse, name: str, datatype: str | None = None) -> np.ndarray:
