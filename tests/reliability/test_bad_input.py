@@ -447,6 +447,8 @@ infer_case("grouping-no-flip-pair", "grouping", lambda m: (
     C.INVALID_ARGUMENT, "grouping: output must be [2, 34, h, w]")
 infer_case("grouping-nan-maps", "grouping", _raw(lambda b: b[:-4] + np.float32(np.nan).tobytes()),
            C.INVALID_ARGUMENT, "grouping: output contains NaN or infinite values")
+infer_case("grouping-huge-maps", "grouping", _raw(lambda b: np.full(len(b) // 4, 1e20, np.float32).tobytes()),
+           C.INVALID_ARGUMENT, "grouping: output values must lie within +-1e+06")
 infer_case("grouping-inf-center", "grouping", _raw(lambda b: np.float32([np.inf, 1]).tobytes(), index=1),
            C.INVALID_ARGUMENT, "grouping: center must be finite")
 
