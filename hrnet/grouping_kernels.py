@@ -29,9 +29,9 @@ NEG = np.float32(-np.inf)
 # fma: its AVX2/AVX512 kernel fuses multiply-adds.
 Resize = namedtuple("Resize", "yidx yw xidx xw fma")
 # Cells computed so far: maps [M, K, h, w] float32 (M = 2 with flip test, the second already
-# un-mirrored), slot [K, h, w] int64 (1-based; 0: not computed), store [K*h*w, 16] (heat: the mean
-# of the M resized maps) or [K*h*w, M, 16] (tags), count [1] slots used, scratch pixels [M, 16]
-# and rows [3, 4].
+# un-mirrored), slot [K, h, w] int32 (1-based; 0: not computed), store [K*h*w, 17] (heat: the mean
+# of the M resized maps, then their maximum) or [K*h*w, M, 18] (tags, then their minimum and
+# maximum), count [1] slots used, scratch pixels [M, 16] and rows [3, 4].
 Cache = namedtuple("Cache", "maps slot store count pixels rows")
 # cell_heat [K, h, w], tile_heat [K, ny, nx]: upper bounds of the heat.
 Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
@@ -117,8 +117,8 @@ def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out):
 @njit(cache=True, nogil=True)
 def fill_heat(R, C, ks, cys, cxs):
     """Compute the listed cells (joint, cell row, cell column) of the heat that are not cached
-    yet, each into the next slot: the mean of the M resized maps. One call for many cells:
-    unpacking the tuples costs more than a cell."""
+    yet, each into the next slot: the mean of the M resized maps, then their maximum. One call
+    for many cells: unpacking the tuples costs more than a cell."""
     maps, slots, store, count, pixels, rows = C
     yidx, yw, xidx, xw, fma = R
     for i in range(len(ks)):
@@ -128,15 +128,19 @@ def fill_heat(R, C, ks, cys, cxs):
         for m in range(maps.shape[0]):
             _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, pixels[m])
         slot = count[0]
+        top = NEG
         for p in range(CELL * CELL):
-            store[slot, p] = pixels[0, p] if maps.shape[0] == 1 else (pixels[0, p] + pixels[1, p]) / np.float32(2.0)
+            v = pixels[0, p] if maps.shape[0] == 1 else (pixels[0, p] + pixels[1, p]) / np.float32(2.0)
+            store[slot, p] = v
+            top = max(top, v)
+        store[slot, CELL * CELL] = top
         count[0] += 1
         slots[k, cy, cx] = slot + 1
 
 
 @njit(cache=True, nogil=True)
 def fill_tags(R, C, ks, cys, cxs):
-    """fill_heat for the tags: each of the M resized maps."""
+    """fill_heat for the tags: each of the M resized maps, then its minimum and maximum."""
     maps, slots, store, count, pixels, rows = C
     yidx, yw, xidx, xw, fma = R
     for i in range(len(ks)):
@@ -145,7 +149,13 @@ def fill_tags(R, C, ks, cys, cxs):
             continue
         slot = count[0]
         for m in range(maps.shape[0]):
-            _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, store[slot, m])
+            values = store[slot, m]
+            _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, values)
+            lo = hi = values[0]
+            for p in range(1, CELL * CELL):
+                lo = min(lo, values[p])
+                hi = max(hi, values[p])
+            values[CELL * CELL], values[CELL * CELL + 1] = lo, hi
         count[0] += 1
         slots[k, cy, cx] = slot + 1
 
@@ -389,9 +399,18 @@ def detect(g, thr, halo, top):
 # ---------------------------------------------------------------------------------- refine
 
 @njit(cache=True, nogil=True, inline="always")
+def _upper_from(heat, sq, span):
+    """Upper bound of `heat - round(d)` given a lower bound sqrt(sq) of the distance d, over tags
+    and person tags of magnitude up to span (float32 throughout: the slack covers its rounding)."""
+    dist = np.sqrt(sq)
+    dist = max(dist - REL * (np.float32(1.0) + dist + span), np.float32(0.0))
+    upper = heat - np.rint(dist)
+    return upper + REL * abs(upper) + ABS
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _upper(heat, lo, hi, i, j, prev):
-    """Upper bound of `heat - round(||tag - prev||)` over the box of tags lo/hi[i, j, :]
-    (float32 throughout: the slack covers its rounding as well)."""
+    """Upper bound of `heat - round(||tag - prev||)` over the box of tags lo/hi[i, j, :]."""
     sq = np.float32(0.0)
     span = np.float32(0.0)
     for m in range(len(prev)):
@@ -400,10 +419,21 @@ def _upper(heat, lo, hi, i, j, prev):
         gap = max(max(a - p, p - b), np.float32(0.0))
         sq += gap * gap
         span = max(span, abs(p), abs(a), abs(b))
-    dist = np.sqrt(sq)
-    dist = max(dist - REL * (np.float32(1.0) + dist + span), np.float32(0.0))
-    upper = heat - np.rint(dist)
-    return upper + REL * abs(upper) + ABS
+    return _upper_from(heat, sq, span)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _upper_cell(heat, tags, prev):
+    """_upper from a computed cell's own ranges: heat [17] and tags [M, 18] store rows."""
+    sq = np.float32(0.0)
+    span = np.float32(0.0)
+    for m in range(len(prev)):
+        p = prev[m]
+        a, b = tags[m, CELL * CELL], tags[m, CELL * CELL + 1]
+        gap = max(max(a - p, p - b), np.float32(0.0))
+        sq += gap * gap
+        span = max(span, abs(p), abs(a), abs(b))
+    return _upper_from(heat[CELL * CELL], sq, span)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -464,6 +494,8 @@ def _refine_cell(heat, tags, cy, cx, width, prev, best, best_flat):
     """Exact `heat - round(||tag - prev||)` on one cell (heat [16], tags [M, 16]), with mmpose's
     float32 ops (square, sum over the tag dimensions, sqrt, round); returns the running (max,
     first row-major argmax)."""
+    if _upper_cell(heat, tags, prev) < best:  # the cell's exact ranges are tighter than its 3x3 box
+        return best, best_flat
     top = NEG
     for p in range(CELL * CELL):  # the cell's maximum first (a loop the compiler vectorises)
         sq = np.float32(0.0)
