@@ -194,7 +194,7 @@ class _Maps:
         # pages untouched until then)
         cells = k * h * w
         resize = kernels.Resize(*_axis(h, STRIDE * h), *_axis(w, STRIDE * w), bool(params.fused_multiply_add))
-        self.grid = kernels.Grid(resize, _cache(self.heat, np.empty((cells, STRIDE * STRIDE + 1), _F32)),
+        self.grid = kernels.Grid(resize, _cache(self.heat, np.empty((cells, 1, STRIDE * STRIDE + 1), _F32)),
                                  _cache(self.tags, np.empty((cells, batch, STRIDE * STRIDE + 2), _F32)),
                                  cell, kernels.tile_max(cell))
         self._refine = None

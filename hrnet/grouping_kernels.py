@@ -29,8 +29,8 @@ NEG = np.float32(-np.inf)
 # fma: its AVX2/AVX512 kernel fuses multiply-adds.
 Resize = namedtuple("Resize", "yidx yw xidx xw fma")
 # Cells computed so far: maps [M, K, h, w] float32 (M = 2 with flip test, the second already
-# un-mirrored), slot [K, h, w] int32 (1-based; 0: not computed), store [K*h*w, 17] (heat: the mean
-# of the M resized maps, then their maximum) or [K*h*w, M, 18] (tags, then their minimum and
+# un-mirrored), slot [K, h, w] int32 (1-based; 0: not computed), store [K*h*w, 1, 17] (heat: the
+# mean of the M resized maps, then its maximum) or [K*h*w, M, 18] (tags, then their minimum and
 # maximum), count [1] slots used, scratch pixels [M, 16] and rows [3, 4].
 Cache = namedtuple("Cache", "maps slot store count pixels rows")
 # cell_heat [K, h, w], tile_heat [K, ny, nx]: upper bounds of the heat.
@@ -115,47 +115,30 @@ def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out):
 
 
 @njit(cache=True, nogil=True)
-def fill_heat(R, C, ks, cys, cxs):
-    """Compute the listed cells (joint, cell row, cell column) of the heat that are not cached
-    yet, each into the next slot: the mean of the M resized maps, then their maximum. One call
-    for many cells: unpacking the tuples costs more than a cell."""
+def fill(R, C, ks, cys, cxs, mean):
+    """Compute the listed cells (joint, cell row, cell column) that are not cached yet, each into
+    the next slot: with mean (the heat), the mean of the M resized maps and its maximum; else (the
+    tags) each resized map and its minimum and maximum. One call for many cells: unpacking the
+    tuples costs more than a cell."""
     maps, slots, store, count, pixels, rows = C
     yidx, yw, xidx, xw, fma = R
-    for i in range(len(ks)):
-        k, cy, cx = ks[i], cys[i], cxs[i]
-        if slots[k, cy, cx]:
-            continue
-        for m in range(maps.shape[0]):
-            _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, pixels[m])
-        slot = count[0]
-        top = NEG
-        for p in range(CELL * CELL):
-            v = pixels[0, p] if maps.shape[0] == 1 else (pixels[0, p] + pixels[1, p]) / np.float32(2.0)
-            store[slot, p] = v
-            top = max(top, v)
-        store[slot, CELL * CELL] = top
-        count[0] += 1
-        slots[k, cy, cx] = slot + 1
-
-
-@njit(cache=True, nogil=True)
-def fill_tags(R, C, ks, cys, cxs):
-    """fill_heat for the tags: each of the M resized maps, then its minimum and maximum."""
-    maps, slots, store, count, pixels, rows = C
-    yidx, yw, xidx, xw, fma = R
+    n = CELL * CELL
     for i in range(len(ks)):
         k, cy, cx = ks[i], cys[i], cxs[i]
         if slots[k, cy, cx]:
             continue
         slot = count[0]
         for m in range(maps.shape[0]):
-            values = store[slot, m]
-            _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, values)
-            lo = hi = values[0]
-            for p in range(1, CELL * CELL):
-                lo = min(lo, values[p])
-                hi = max(hi, values[p])
-            values[CELL * CELL], values[CELL * CELL + 1] = lo, hi
+            _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, pixels[m] if mean else store[slot, m])
+        if mean:
+            values = store[slot, 0]
+            for p in range(n):
+                values[p] = pixels[0, p] if maps.shape[0] == 1 else (pixels[0, p] + pixels[1, p]) / np.float32(2.0)
+            values[n] = values[:n].max()
+        else:
+            for m in range(maps.shape[0]):
+                values = store[slot, m]
+                values[n], values[n + 1] = values[:n].min(), values[:n].max()
         count[0] += 1
         slots[k, cy, cx] = slot + 1
 
@@ -163,14 +146,14 @@ def fill_tags(R, C, ks, cys, cxs):
 @njit(cache=True, nogil=True, inline="always")
 def _cached(slots, store, k, y, x):
     """A cached input-size heat value (its cell must have been computed)."""
-    return store[slots[k, y // CELL, x // CELL] - 1, (y % CELL) * CELL + x % CELL]
+    return store[slots[k, y // CELL, x // CELL] - 1, 0, (y % CELL) * CELL + x % CELL]
 
 
 @njit(cache=True, nogil=True)
 def heat_at(g, ks, ys, xs):
     """Aggregated input-size heat at (joint, row, column) arrays of one length."""
     C = g.heat
-    fill_heat(g.resize, C, ks, ys // CELL, xs // CELL)
+    fill(g.resize, C, ks, ys // CELL, xs // CELL, True)
     slots, store = C.slot, C.store
     out = np.empty(len(ks), np.float32)
     for i in range(len(ks)):
@@ -182,7 +165,7 @@ def heat_at(g, ks, ys, xs):
 def tags_at(g, ks, ys, xs):
     """Input-size tags [n, M] at (joint, row, column) arrays of one length."""
     C = g.tags
-    fill_tags(g.resize, C, ks, ys // CELL, xs // CELL)
+    fill(g.resize, C, ks, ys // CELL, xs // CELL, False)
     slots, store = C.slot, C.store
     out = np.empty((len(ks), C.maps.shape[0]), np.float32)
     for i in range(len(ks)):
@@ -207,7 +190,7 @@ def _fill_around(R, C, k, cys, cxs, reach):
                 if not C.slot[k, y, x]:
                     ys[n], xs[n] = y, x
                     n += 1
-    fill_heat(R, C, np.full(n, k, np.int64), ys[:n], xs[:n])
+    fill(R, C, np.full(n, k, np.int64), ys[:n], xs[:n], True)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -538,12 +521,12 @@ def _refine_cells(R, H, T, k, cys, cxs, n, prev, best, best_flat):
         missing |= hslot[k, cys[i], cxs[i]] == 0 or tslot[k, cys[i], cxs[i]] == 0
     if missing:
         ks = np.full(n, k, np.int64)
-        fill_heat(R, H, ks, cys[:n], cxs[:n])
-        fill_tags(R, T, ks, cys[:n], cxs[:n])
+        fill(R, H, ks, cys[:n], cxs[:n], True)
+        fill(R, T, ks, cys[:n], cxs[:n], False)
     width = hslot.shape[2] * CELL
     for i in range(n):
         cy, cx = cys[i], cxs[i]
-        best, best_flat = _refine_cell(hstore[hslot[k, cy, cx] - 1], tstore[tslot[k, cy, cx] - 1],
+        best, best_flat = _refine_cell(hstore[hslot[k, cy, cx] - 1, 0], tstore[tslot[k, cy, cx] - 1],
                                        cy, cx, width, prev, best, best_flat)
     return best, best_flat
 
