@@ -337,3 +337,16 @@ def test_any_small_map_groups_without_fault(seed):
             out[:, :K] = np.float32(rng.choice([0.0, 0.3]))  # a plateau: every pixel ties
         kp, sc = group(out, CENTER, SCALE, params(**cfg))
         assert kp.shape == (len(sc), K, 3) and np.isfinite(kp).all() and np.isfinite(sc).all()
+
+
+def test_concurrent_calls_match_sequential_ones():
+    """The kernels release the GIL: calls from several threads run at once and must not share
+    state (each call owns its caches)."""
+    from concurrent.futures import ThreadPoolExecutor
+    outputs = [network_like(np.random.default_rng(seed), 48, 64, n_people=3) for seed in range(8)]
+    want = [group(o, CENTER, SCALE, params()) for o in outputs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda o: group(o, CENTER, SCALE, params()), outputs * 3))
+    for i, (kp, sc) in enumerate(got):
+        np.testing.assert_array_equal(kp, want[i % len(outputs)][0])
+        np.testing.assert_array_equal(sc, want[i % len(outputs)][1])
