@@ -144,7 +144,7 @@ def _cache(maps, store):
     """An empty kernels.Cache over maps [M, K, h, w] with the given store."""
     batch, k, h, w = maps.shape
     return kernels.Cache(maps, np.zeros((k, h, w), np.int32), store, np.zeros(1, np.int64),
-                         np.empty((batch, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
+                         np.empty((1, batch, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
 
 
 class _Maps:

@@ -31,7 +31,7 @@ Resize = namedtuple("Resize", "yidx yw xidx xw fma")
 # Cells computed so far: maps [M, K, h, w] float32 (M = 2 with flip test, the second already
 # un-mirrored), slot [K, h, w] int32 (1-based; 0: not computed), store [K*h*w, 1, 17] (heat: the
 # mean of the M resized maps, then its maximum) or [K*h*w, M, 18] (tags, then their minimum and
-# maximum), count [1] slots used, scratch pixels [M, 16] and rows [3, 4].
+# maximum), count [1] slots used, scratch pixels [1, M, 16] and rows [3, 4].
 Cache = namedtuple("Cache", "maps slot store count pixels rows")
 # cell_heat [K, h, w], tile_heat [K, ny, nx]: upper bounds of the heat.
 Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
@@ -96,8 +96,8 @@ def _lerp(a, b, w0, w1, w0d, fma):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out):
-    """torch's resize of the low-resolution map maps[m, k] on one cell into out [16]: each
+def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out, o0, o1):
+    """torch's resize of the low-resolution map maps[m, k] on one cell into out[o0, o1, :16]: each
     source row is resized horizontally once (into rows [3, 4]), then vertically: the per-pixel
     operations of its kernel."""
     y0, x0 = cy * CELL, cx * CELL
@@ -111,7 +111,8 @@ def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out):
         y = y0 + i
         a, b = yidx[0, y] - base, yidx[1, y] - base
         for j in range(CELL):
-            out[i * CELL + j] = _lerp(rows[a, j], rows[b, j], np.float32(yw[0, y]), np.float32(yw[1, y]), yw[0, y], fma)
+            out[o0, o1, i * CELL + j] = _lerp(rows[a, j], rows[b, j], np.float32(yw[0, y]), np.float32(yw[1, y]),
+                                              yw[0, y], fma)
 
 
 @njit(cache=True, nogil=True)
@@ -128,17 +129,25 @@ def fill(R, C, ks, cys, cxs, mean):
         if slots[k, cy, cx]:
             continue
         slot = count[0]
-        for m in range(maps.shape[0]):
-            _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, pixels[m] if mean else store[slot, m])
+        for m in range(maps.shape[0]):  # (indices rather than row views: views cost more than a lerp)
+            if mean:
+                _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, pixels, 0, m)
+            else:
+                _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, store, slot, m)
         if mean:
-            values = store[slot, 0]
+            top = NEG
             for p in range(n):
-                values[p] = pixels[0, p] if maps.shape[0] == 1 else (pixels[0, p] + pixels[1, p]) / np.float32(2.0)
-            values[n] = values[:n].max()
+                v = pixels[0, 0, p] if maps.shape[0] == 1 else (pixels[0, 0, p] + pixels[0, 1, p]) / np.float32(2.0)
+                store[slot, 0, p] = v
+                top = max(top, v)
+            store[slot, 0, n] = top
         else:
             for m in range(maps.shape[0]):
-                values = store[slot, m]
-                values[n], values[n + 1] = values[:n].min(), values[:n].max()
+                lo = hi = store[slot, m, 0]
+                for p in range(1, n):
+                    lo = min(lo, store[slot, m, p])
+                    hi = max(hi, store[slot, m, p])
+                store[slot, m, n], store[slot, m, n + 1] = lo, hi
         count[0] += 1
         slots[k, cy, cx] = slot + 1
 
