@@ -202,6 +202,21 @@ def _fill_around(R, C, k, cys, cxs, reach):
     fill(R, C, np.full(n, k, np.int64), ys[:n], xs[:n], True)
 
 
+@njit(cache=True, nogil=True)
+def _fill_above(R, C, k, cys, cxs, n, floor, reach):
+    """Compute the first n listed cells of joint k, keep (moved to the front; returns how many)
+    those whose exact maximum is above floor, and compute their neighbourhoods for NMS."""
+    fill(R, C, np.full(n, k, np.int64), cys[:n], cxs[:n], True)
+    slots, store = C.slot, C.store
+    kept = 0
+    for i in range(n):
+        if store[slots[k, cys[i], cxs[i]] - 1, 0, CELL * CELL] > floor:
+            cys[kept], cxs[kept] = cys[i], cxs[i]
+            kept += 1
+    _fill_around(R, C, k, cys[:kept], cxs[:kept], reach)
+    return kept
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _is_max(slots, store, k, y, x, v, halo):
     """MaxPool(2*halo+1, stride 1, padding -inf) of the cached heat equals v at (y, x)."""
@@ -231,20 +246,20 @@ def _maxima_above(R, C, bound, k, thr, halo):
             if bound[cy, cx] > thr:
                 cys[n], cxs[n] = cy, cx
                 n += 1
-    _fill_around(R, C, k, cys, cxs, -(-halo // CELL))
+    n = _fill_above(R, C, k, cys, cxs, n, thr, -(-halo // CELL))
     slots, store = C.slot, C.store
     flat = np.empty(n * CELL * CELL, np.int64)
     vals = np.empty(n * CELL * CELL, np.float32)
-    n = 0
-    for i in range(len(cys)):
+    found = 0
+    for i in range(n):
         for y in range(cys[i] * CELL, cys[i] * CELL + CELL):
             for x in range(cxs[i] * CELL, cxs[i] * CELL + CELL):
                 v = _cached(slots, store, k, y, x)
                 if v > thr and _is_max(slots, store, k, y, x, v, halo):
-                    flat[n] = y * width + x
-                    vals[n] = v
-                    n += 1
-    return flat[:n], vals[:n]
+                    flat[found] = y * width + x
+                    vals[found] = v
+                    found += 1
+    return flat[:found], vals[:found]
 
 
 @njit(cache=True, nogil=True)
@@ -326,7 +341,11 @@ def _topk_replay(R, C, bound, k, top, halo):
             if live[cx]:
                 live_y[n], live_x[n] = cy, cx
                 n += 1
-        _fill_around(R, C, k, live_y[:n], live_x[:n], reach)
+        low = hv[0] if filled == top and hv[0] >= 0 else NEG  # below it, only zeros can enter
+        n = _fill_above(R, C, k, live_y, live_x, n, low, reach)
+        live[:] = False
+        for i in range(n):
+            live[live_x[i]] = True
         for y in range(cy * CELL, cy * CELL + CELL):
             for cx in range(w):
                 if not live[cx]:
