@@ -97,13 +97,14 @@ def group(output, center, scale, params: GroupingParams = GroupingParams()):
     center = _pair(center, "center")
     scale = _pair(scale, "scale")
 
-    persons = _match_by_tag(_detections(maps, params), params)
+    cands = _detections(maps, params)
+    persons = _match_by_tag(cands, params)
     keypoints = np.array(persons, dtype=_F32).reshape(-1, params.num_joints, 3 + maps.tag_dims)
     if params.adjust:
         _adjust(maps, keypoints)
     scores = np.array([person[:, 2].mean() for person in keypoints], dtype=_F32)
     if params.refine and len(keypoints):
-        _refine(maps, keypoints)
+        _refine(maps, keypoints, cands)
     return _to_image(keypoints[:, :, :3], center, scale, maps.size), scores
 
 
@@ -327,7 +328,7 @@ def _adjust(maps: _Maps, keypoints):
     keypoints[p, ks, 1] = ys.astype(_F32) + dy + _F32(0.5)
 
 
-def _refine(maps: _Maps, keypoints):
+def _refine(maps: _Maps, keypoints, cands):
     """mmpose refine, for the joints each person misses: argmax of heat - round(tag distance)."""
     width, height = maps.size
     h, w = maps.low
@@ -341,14 +342,24 @@ def _refine(maps: _Maps, keypoints):
     p, ks = np.nonzero(keypoints[:, :, 2] == 0)
     if not len(p):
         return
-    # seeds: the cells of the person's other joints (its tags are there), as cy * w + cx
-    seed_start = np.searchsorted(pp, p)
-    counts = np.searchsorted(pp, p, side="right") - seed_start
-    rows = np.repeat(seed_start - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
-    seed_cells = ((py // STRIDE) * w + px // STRIDE)[rows]
+    # seeds, as cy * w + cx: the cells of the person's other joints (its tags are there) and those
+    # of the joint's detections (the hottest places of its map)
+    person_cells = (py // STRIDE) * w + px // STRIDE
+    joint_cells = [np.empty(0, np.intp) if c is None else (c[1] // STRIDE) * w + c[0] // STRIDE for c in cands]
+    per_joint = np.array([len(c) for c in joint_cells])
+    joint_start = np.concatenate([[0], np.cumsum(per_joint)])
+    mine = np.searchsorted(pp, p, side="right") - np.searchsorted(pp, p)  # the person's own cells
+    count = mine + per_joint[ks]
+    start = np.concatenate([[0], np.cumsum(count)])
+    offset = np.arange(start[-1]) - np.repeat(start[:-1], count)  # position within a query's seeds
+    own = offset < np.repeat(mine, count)
+    at_person = np.repeat(np.searchsorted(pp, p), count) + offset
+    at_joint = np.repeat(joint_start[ks] - mine, count) + offset
+    all_joint_cells = np.concatenate(joint_cells + [np.zeros(1, np.intp)])
+    seeds = np.where(own, person_cells[np.clip(at_person, 0, len(pp) - 1)],
+                     all_joint_cells[np.clip(at_joint, 0, len(all_joint_cells) - 1)])
     flat = kernels.refine_argmax(maps.grid, maps.refine_bounds(), ks.astype(np.int64), prev[p].astype(_F32),
-                                 np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                                 seed_cells.astype(np.int64))
+                                 start.astype(np.int64), seeds.astype(np.int64))
     ys, xs = flat // width, flat % width
     vals = maps.heat_at(ks, ys, xs)
     take = vals > 0
