@@ -165,22 +165,21 @@ class _Maps:
         if params.max_num_people > STRIDE * STRIDE * h * w:
             raise ValueError(f"max_num_people={params.max_num_people} exceeds the {STRIDE * h}x{STRIDE * w} map")
         out = np.ascontiguousarray(out, dtype=_F32)
-        low, high = out.min(), out.max()  # NaN propagates
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise ValueError("output contains NaN or infinite values")
-        big = max(-low, high)
-        if big > MAX_ABS_VALUE:
-            # beyond this, float32 sums lose the precision the bounds rely on (and no network
-            # emits such values): refuse rather than search forever
-            raise ValueError(f"output values must lie within +-{MAX_ABS_VALUE:g}, got [{low:g}, {high:g}]")
         self.k = k
         self.low = (h, w)
         self.size = (STRIDE * w, STRIDE * h)  # (W, H)
         self.heat = np.empty((batch, k, h, w), _F32)
         self.tags = np.empty((batch, k, h, w), _F32)
         mean = np.empty((k, h, w), _F32)
-        kernels.split(out, np.asarray(FLIP_INDEX if params.flip_test else range(k), np.int64),
-                      self.heat, self.tags, mean)
+        top = kernels.split(out, np.asarray(FLIP_INDEX if params.flip_test else range(k), np.int64),
+                            self.heat, self.tags, mean)
+        if top >= 0x7F800000:
+            raise ValueError("output contains NaN or infinite values")
+        big = float(np.uint32(top).view(_F32))  # the largest |value|
+        if big > MAX_ABS_VALUE:
+            # beyond this, float32 sums lose the precision the bounds rely on (and no network
+            # emits such values): refuse rather than search forever
+            raise ValueError(f"output values must lie within +-{MAX_ABS_VALUE:g}, got one of magnitude {big:g}")
         self.tag_dims = batch
         self.ny, self.nx = -(-h // _TILE), -(-w // _TILE)
         # Heat bound per cell: a resized value is a convex combination of its 3x3 neighbourhood

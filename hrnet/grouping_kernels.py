@@ -45,30 +45,41 @@ RefineBounds = namedtuple("RefineBounds", "block_lo block_hi block_done block_he
 
 # ------------------------------------------------------------------------------------ inputs
 
+_ABS_BITS = np.uint32(0x7FFFFFFF)  # float32 bits less the sign: ordered as |value|; NaN/inf top
+
+
 @njit(cache=True, nogil=True)
 def split(out, flip_index, heat, tags, mean):
     """The network output out [M, 2K, h, w] as heat and tags [M, K, h, w] (with M = 2 the second
     pass is flipped back and its left/right channels swapped, as mmpose does before resizing),
-    and the mean heat [K, h, w]. (Plain copy loops: numba's slice assignment is several times
-    slower, and checks inside them stop vectorisation.)"""
+    and the mean heat [K, h, w]. Returns the largest float32 bit pattern less the sign: |value|
+    as an integer, >= 0x7F800000 for a NaN or infinity. (Plain loops and integer maxima, which
+    the compiler vectorises; numba's slice assignment is several times slower.)"""
     M, C, h, w = out.shape
     K = C // 2
+    bits = out.view(np.uint32)
+    top = np.uint32(0)
     for k in range(K):
         for y in range(h):
             for x in range(w):
                 heat[0, k, y, x] = out[0, k, y, x]
                 tags[0, k, y, x] = out[0, K + k, y, x]
+                top = max(top, bits[0, k, y, x] & _ABS_BITS)
+                top = max(top, bits[0, K + k, y, x] & _ABS_BITS)
         if M == 1:
             for y in range(h):
                 for x in range(w):
                     mean[k, y, x] = heat[0, k, y, x]
             continue
-        src_heat, src_tags = out[1, flip_index[k]], out[1, K + flip_index[k]]
+        kf = flip_index[k]
         for y in range(h):
             for x in range(w):
-                heat[1, k, y, x] = src_heat[y, w - 1 - x]
-                tags[1, k, y, x] = src_tags[y, w - 1 - x]
+                heat[1, k, y, x] = out[1, kf, y, w - 1 - x]
+                tags[1, k, y, x] = out[1, K + kf, y, w - 1 - x]
+                top = max(top, bits[1, kf, y, w - 1 - x] & _ABS_BITS)
+                top = max(top, bits[1, K + kf, y, w - 1 - x] & _ABS_BITS)
                 mean[k, y, x] = (heat[0, k, y, x] + heat[1, k, y, x]) / np.float32(2.0)
+    return top
 
 
 @njit(cache=True, nogil=True)
