@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import mmap
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -47,6 +50,26 @@ _REL = 1e-5
 _ABS = 1e-30
 # Network outputs beyond this are refused: squared tag distances must stay finite in float32.
 MAX_ABS_VALUE = 1e6
+# Joints are searched in parallel on this many threads (the kernels release the GIL).
+WORKERS = max(1, min(4, os.cpu_count() or 1))
+_pool = (None, None)  # (pid, executor): made on first use, again after a fork
+
+
+def _in_parallel(fn, parts):
+    """[fn(part) for part in parts], the parts on worker threads."""
+    global _pool
+    if len(parts) == 1:
+        return [fn(parts[0])]
+    pid, executor = _pool
+    if pid != os.getpid():
+        executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="grouping")
+        _pool = (os.getpid(), executor)
+    return list(executor.map(fn, parts))
+
+
+def _interleave(joints):
+    """joints (most work first) dealt to WORKERS parts in turn."""
+    return [joints[i::WORKERS] for i in range(min(WORKERS, len(joints)))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,11 +164,18 @@ def _axis(n_in, n_out):
     return np.stack([i0, i1]), np.stack([_F32(1) - lam, lam]).astype(_F64)
 
 
-def _cache(maps, store):
-    """An empty kernels.Cache over maps [M, K, h, w] with the given store."""
+def _untouched(shape, dtype):
+    """Zeros from a private anonymous mapping: pages are zeroed on first touch, 4 KiB at a time.
+    (numpy asks for 2 MiB huge pages on large arrays: each sparse first touch would zero 2 MiB.)"""
+    count = math.prod(shape)
+    return np.frombuffer(mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize)), dtype, count).reshape(shape)
+
+
+def _cache(maps, store_shape):
+    """An empty kernels.Cache over maps [M, K, h, w] with a store of store_shape."""
     batch, k, h, w = maps.shape
-    return kernels.Cache(maps, np.zeros((k, h, w), np.int32), store, np.zeros(1, np.int64),
-                         np.empty((1, batch, STRIDE * STRIDE), _F32), np.empty((3, STRIDE), _F32))
+    return kernels.Cache(maps, np.zeros((k, h, w), np.int32), _untouched(store_shape, _F32), np.zeros(k, np.int64),
+                         np.empty((k, batch, STRIDE * STRIDE), _F32), np.empty((k, 3, STRIDE), _F32))
 
 
 class _Maps:
@@ -190,12 +220,11 @@ class _Maps:
         cell = cv2.dilate(mean.reshape(k * h, w), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
         cell = cell.reshape(k, h, w)
         cell += _F32(_REL) * _F32(big) + _F32(_ABS)
-        # stores: a slot for every cell, filled densely from the start (np.empty leaves the
-        # pages untouched until then)
+        # stores: a slot for every cell, each joint's filled densely from its start
         cells = k * h * w
         resize = kernels.Resize(*_axis(h, STRIDE * h), *_axis(w, STRIDE * w), bool(params.fused_multiply_add))
-        self.grid = kernels.Grid(resize, _cache(self.heat, np.empty((cells, 1, STRIDE * STRIDE + 1), _F32)),
-                                 _cache(self.tags, np.empty((cells, batch, STRIDE * STRIDE + 2), _F32)),
+        self.grid = kernels.Grid(resize, _cache(self.heat, (cells, 1, STRIDE * STRIDE + 1)),
+                                 _cache(self.tags, (cells, batch, STRIDE * STRIDE + 2)),
                                  cell, kernels.tile_max(cell))
         self._refine = None
 
@@ -208,8 +237,8 @@ class _Maps:
             self._refine = kernels.RefineBounds(
                 np.empty(block.shape + (m,), _F32), np.empty(block.shape + (m,), _F32), np.zeros(block.shape, np.uint8),
                 block, np.zeros((k, self.ny, self.nx), np.int32),
-                np.empty((tiles, _TILE * _TILE + 1, m), _F32), np.empty((tiles, _TILE * _TILE + 1, m), _F32),
-                np.zeros(1, np.int64))
+                _untouched((tiles, _TILE * _TILE + 1, m), _F32), _untouched((tiles, _TILE * _TILE + 1, m), _F32),
+                np.zeros(k, np.int64))
         return self._refine
 
     def heat_at(self, ks, ys, xs):
@@ -233,8 +262,12 @@ def torch_topk(values, k):
 def _detections(maps: _Maps, params: GroupingParams):
     """Per joint, None or (x, y, val, tags [n, L]): mmpose's top_k rows with val above the
     detection threshold, in torch.topk order."""
-    flat, vals, counts = kernels.detect(maps.grid, _F32(params.detection_threshold), params.nms_kernel // 2,
-                                        params.max_num_people)
+    parts = _in_parallel(lambda joints: kernels.detect(maps.grid, joints, _F32(params.detection_threshold),
+                                                       params.nms_kernel // 2, params.max_num_people),
+                         _interleave(np.arange(maps.k)))
+    flat, vals, counts = parts[0]
+    for joints, (f, v, c) in zip(_interleave(np.arange(maps.k))[1:], parts[1:]):
+        flat[joints], vals[joints], counts[joints] = f[joints], v[joints], c[joints]
     ks = np.repeat(np.arange(maps.k), counts)
     keep = np.arange(flat.shape[1]) < counts[:, None]
     flat, vals = flat[keep], vals[keep]
@@ -357,8 +390,13 @@ def _refine(maps: _Maps, keypoints, cands):
     all_joint_cells = np.concatenate(joint_cells + [np.zeros(1, np.intp)])
     seeds = np.where(own, person_cells[np.clip(at_person, 0, len(pp) - 1)],
                      all_joint_cells[np.clip(at_joint, 0, len(all_joint_cells) - 1)])
-    flat = kernels.refine_argmax(maps.grid, maps.refine_bounds(), ks.astype(np.int64), prev[p].astype(_F32),
-                                 start.astype(np.int64), seeds.astype(np.int64))
+    # joints to threads, the queries of one joint together (its caches are its own)
+    grid, bounds = maps.grid, maps.refine_bounds()
+    joints, prev_q, start, seeds = ks.astype(np.int64), prev[p].astype(_F32), start.astype(np.int64), seeds.astype(np.int64)
+    shares = _interleave(np.argsort(-np.bincount(ks, minlength=maps.k), kind="stable"))
+    parts = _in_parallel(lambda mine: kernels.refine_argmax(grid, bounds, np.flatnonzero(np.isin(joints, mine)),
+                                                            joints, prev_q, start, seeds), shares)
+    flat = np.max(parts, axis=0)  # each query is answered by one part, -1 elsewhere
     ys, xs = flat // width, flat % width
     vals = maps.heat_at(ks, ys, xs)
     take = vals > 0

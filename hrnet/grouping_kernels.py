@@ -29,9 +29,11 @@ NEG = np.float32(-np.inf)
 # fma: its AVX2/AVX512 kernel fuses multiply-adds.
 Resize = namedtuple("Resize", "yidx yw xidx xw fma")
 # Cells computed so far: maps [M, K, h, w] float32 (M = 2 with flip test, the second already
-# un-mirrored), slot [K, h, w] int32 (1-based; 0: not computed), store [K*h*w, 1, 17] (heat: the
+# un-mirrored), slot [K, h, w] int32 (1-based; 0: not computed) into store [K*h*w, 1, 17] (heat: the
 # mean of the M resized maps, then its maximum) or [K*h*w, M, 18] (tags, then their minimum and
-# maximum), count [1] slots used, scratch pixels [1, M, 16] and rows [3, 4].
+# maximum), count [K] slots used per joint (joint k's are k*h*w onwards), scratch per joint pixels
+# [K, M, 16] and rows [K, 3, 4]. Everything of a joint is its own: joints can be worked on by
+# different threads at once.
 Cache = namedtuple("Cache", "maps slot store count pixels rows")
 # cell_heat [K, h, w], tile_heat [K, ny, nx]: upper bounds of the heat.
 Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
@@ -39,7 +41,7 @@ Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
 # 3x3 low-resolution neighbourhoods of all cells of a block (4x4 tiles), of a tile and of each of
 # its cells. Blocks: lo/hi [K, nby * nbx, M], done [K, nby * nbx], heat bound [K, nby * nbx]. Tiles:
 # slot [K, ny, nx] (1-based) into lo/hi [K * ny * nx, 17, M] (its 16 cells, then the tile itself:
-# a dense store, as for the cells), count [1].
+# a dense store, as for the cells; joint k's from k * ny * nx on), count [K].
 RefineBounds = namedtuple("RefineBounds", "block_lo block_hi block_done block_heat tile_slot tile_lo tile_hi tile_count")
 
 
@@ -109,20 +111,20 @@ def _lerp(a, b, w0, w1, w0d, fma):
 @njit(cache=True, nogil=True, inline="always")
 def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out, o0, o1):
     """torch's resize of the low-resolution map maps[m, k] on one cell into out[o0, o1, :16]: each
-    source row is resized horizontally once (into rows [3, 4]), then vertically: the per-pixel
+    source row is resized horizontally once (into rows[k] [3, 4]), then vertically: the per-pixel
     operations of its kernel."""
     y0, x0 = cy * CELL, cx * CELL
     base = yidx[0, y0]
     for r in range(yidx[1, y0 + CELL - 1] - base + 1):  # at most 3 source rows per cell
         for j in range(CELL):
             x = x0 + j
-            rows[r, j] = _lerp(maps[m, k, base + r, xidx[0, x]], maps[m, k, base + r, xidx[1, x]],
+            rows[k, r, j] = _lerp(maps[m, k, base + r, xidx[0, x]], maps[m, k, base + r, xidx[1, x]],
                                np.float32(xw[0, x]), np.float32(xw[1, x]), xw[0, x], fma)
     for i in range(CELL):
         y = y0 + i
         a, b = yidx[0, y] - base, yidx[1, y] - base
         for j in range(CELL):
-            out[o0, o1, i * CELL + j] = _lerp(rows[a, j], rows[b, j], np.float32(yw[0, y]), np.float32(yw[1, y]),
+            out[o0, o1, i * CELL + j] = _lerp(rows[k, a, j], rows[k, b, j], np.float32(yw[0, y]), np.float32(yw[1, y]),
                                               yw[0, y], fma)
 
 
@@ -139,16 +141,16 @@ def fill(R, C, ks, cys, cxs, mean):
         k, cy, cx = ks[i], cys[i], cxs[i]
         if slots[k, cy, cx]:
             continue
-        slot = count[0]
+        slot = k * slots.shape[1] * slots.shape[2] + count[k]
         for m in range(maps.shape[0]):  # (indices rather than row views: views cost more than a lerp)
             if mean:
-                _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, pixels, 0, m)
+                _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, pixels, k, m)
             else:
                 _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, store, slot, m)
         if mean:
             top = NEG
             for p in range(n):
-                v = pixels[0, 0, p] if maps.shape[0] == 1 else (pixels[0, 0, p] + pixels[0, 1, p]) / np.float32(2.0)
+                v = pixels[k, 0, p] if maps.shape[0] == 1 else (pixels[k, 0, p] + pixels[k, 1, p]) / np.float32(2.0)
                 store[slot, 0, p] = v
                 top = max(top, v)
             store[slot, 0, n] = top
@@ -159,7 +161,7 @@ def fill(R, C, ks, cys, cxs, mean):
                     lo = min(lo, store[slot, m, p])
                     hi = max(hi, store[slot, m, p])
                 store[slot, m, n], store[slot, m, n + 1] = lo, hi
-        count[0] += 1
+        count[k] += 1
         slots[k, cy, cx] = slot + 1
 
 
@@ -380,9 +382,10 @@ def _topk_replay(R, C, bound, k, top, halo):
 
 
 @njit(cache=True, nogil=True)
-def detect(g, thr, halo, top):
-    """mmpose's top_k on the NMS maps, kept above the detection threshold: per joint, flat
-    indices and values [K, top] in torch.topk's order, and counts [K].
+def detect(g, joints, thr, halo, top):
+    """mmpose's top_k on the NMS maps of the listed joints, kept above the detection threshold: per
+    joint, flat indices and values [K, top] in torch.topk's order, and counts [K] (0 for joints not
+    listed).
 
     The maxima above the threshold are found on the cells whose bound reaches it; their order is
     the sorted one unless equal values (border plateaus: the resize clamps, so the two outermost
@@ -393,7 +396,7 @@ def detect(g, thr, halo, top):
     out_flat = np.zeros((K, top), np.int64)
     out_val = np.zeros((K, top), np.float32)
     counts = np.zeros(K, np.int64)
-    for k in range(K):
+    for k in joints:
         flat, vals = _maxima_above(R, C, cell_heat[k], k, thr, halo)
         if len(flat) == 0:
             continue
@@ -480,8 +483,8 @@ def _tile_boxes(tags, k, ty, tx, r, rows_lo, rows_hi):
     separably: ranges over 3 columns for each row of the tile's window (rows_lo/hi [6, 4]), then
     over 3 of those rows. Returns the slot."""
     h, w = tags.shape[2], tags.shape[3]
-    slot = r.tile_count[0]
-    r.tile_count[0] += 1
+    slot = k * r.tile_slot.shape[1] * r.tile_slot.shape[2] + r.tile_count[k]
+    r.tile_count[k] += 1
     lo, hi = r.tile_lo[slot], r.tile_hi[slot]
     cy0, cx0 = ty * TILE, tx * TILE
     for m in range(tags.shape[0]):
@@ -571,9 +574,9 @@ def _refine_cells(R, H, T, k, cys, cxs, n, prev, best, best_flat):
 
 
 @njit(cache=True, nogil=True)
-def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
+def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
     """Flat input-size index of the row-major first argmax of `heat - round(||tag - prev||)`
-    for each query (a joint, a person tag prev [n, M]).
+    for each listed query (of n: a joint, a person tag prev [n, M]); -1 for the others.
 
     Branch and bound: the seed cells (query q's are seed_cells[seed_start[q]:seed_start[q+1]],
     as cy * w + cx: where the person's other joints are, so tags match) give a lower bound; then
@@ -590,7 +593,7 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     nbx = -(-nx // TILE)
     blocks = block_heat.shape[1]
     side = TILE * TILE
-    out = np.empty(len(joints), np.int64)
+    out = np.full(len(joints), -1, np.int64)
     block_bound = np.empty(blocks, np.float32)
     block_id = np.empty(blocks, np.int64)
     rows_lo = np.empty((TILE + 2, TILE), np.float32)
@@ -600,7 +603,7 @@ def refine_argmax(g, r, joints, prev, seed_start, seed_cells):
     cell_bound = np.empty(TILE * TILE, np.float32)
     cell_y = np.empty(max(TILE * TILE, len(seed_cells)), np.int64)
     cell_x = np.empty(max(TILE * TILE, len(seed_cells)), np.int64)
-    for q in range(len(joints)):
+    for q in queries:
         k = joints[q]
         p = prev[q]
         n = 0
