@@ -27,6 +27,7 @@ these code paths (any real input: min(H, W) = 512).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import mmap
 import os
@@ -153,6 +154,7 @@ def _pair(value, name):
     return arr
 
 
+@functools.lru_cache(maxsize=64)
 def _axis(n_in, n_out):
     """torch upsample_bilinear2d (align_corners=False) along one axis: source indices int64
     [2, n_out] (i0, i1) and weights float64 [2, n_out] (w0, w1: float32 values, k/8)."""
@@ -201,8 +203,9 @@ class _Maps:
         self.heat = np.empty((batch, k, h, w), _F32)
         self.tags = np.empty((batch, k, h, w), _F32)
         mean = np.empty((k, h, w), _F32)
-        top = kernels.split(out, np.asarray(FLIP_INDEX if params.flip_test else range(k), np.int64),
-                            self.heat, self.tags, mean)
+        flip = np.asarray(FLIP_INDEX if params.flip_test else range(k), np.int64)
+        top = max(_in_parallel(lambda joints: kernels.split(out, joints, flip, self.heat, self.tags, mean),
+                               _interleave(np.arange(k))))
         if top >= 0x7F800000:
             raise ValueError("output contains NaN or infinite values")
         big = float(np.uint32(top).view(_F32))  # the largest |value|

@@ -51,17 +51,17 @@ _ABS_BITS = np.uint32(0x7FFFFFFF)  # float32 bits less the sign: ordered as |val
 
 
 @njit(cache=True, nogil=True)
-def split(out, flip_index, heat, tags, mean):
+def split(out, joints, flip_index, heat, tags, mean):
     """The network output out [M, 2K, h, w] as heat and tags [M, K, h, w] (with M = 2 the second
     pass is flipped back and its left/right channels swapped, as mmpose does before resizing),
-    and the mean heat [K, h, w]. Returns the largest float32 bit pattern less the sign: |value|
+    and the mean heat [K, h, w], for the listed joints. Returns the largest float32 bit pattern less the sign: |value|
     as an integer, >= 0x7F800000 for a NaN or infinity. (Plain loops and integer maxima, which
     the compiler vectorises; numba's slice assignment is several times slower.)"""
     M, C, h, w = out.shape
     K = C // 2
     bits = out.view(np.uint32)
     top = np.uint32(0)
-    for k in range(K):
+    for k in joints:
         for y in range(h):
             for x in range(w):
                 heat[0, k, y, x] = out[0, k, y, x]
