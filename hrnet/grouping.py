@@ -123,7 +123,7 @@ def group(output, center, scale, params: GroupingParams = GroupingParams()):
 
     cands = _detections(maps, params)
     persons = _match_by_tag(cands, params)
-    keypoints = np.array(persons, dtype=_F32).reshape(-1, params.num_joints, 3 + maps.tag_dims)
+    keypoints = persons.astype(_F32)
     if params.adjust:
         _adjust(maps, keypoints)
     scores = np.array([person[:, 2].mean() for person in keypoints], dtype=_F32)
@@ -263,80 +263,31 @@ def torch_topk(values, k):
 
 
 def _detections(maps: _Maps, params: GroupingParams):
-    """Per joint, None or (x, y, val, tags [n, L]): mmpose's top_k rows with val above the
-    detection threshold, in torch.topk order."""
-    parts = _in_parallel(lambda joints: kernels.detect(maps.grid, joints, _F32(params.detection_threshold),
-                                                       params.nms_kernel // 2, params.max_num_people),
-                         _interleave(np.arange(maps.k)))
+    """mmpose's top_k rows with val above the detection threshold, joint by joint in torch.topk
+    order: (start [K+1] (joint j's rows are start[j]:start[j+1]), x, y, val, tags [n, L])."""
+    joints = _interleave(np.arange(maps.k))
+    parts = _in_parallel(lambda mine: kernels.detect(maps.grid, mine, _F32(params.detection_threshold),
+                                                     params.nms_kernel // 2, params.max_num_people), joints)
     flat, vals, counts = parts[0]
-    for joints, (f, v, c) in zip(_interleave(np.arange(maps.k))[1:], parts[1:]):
-        flat[joints], vals[joints], counts[joints] = f[joints], v[joints], c[joints]
+    for mine, (f, v, c) in zip(joints[1:], parts[1:]):
+        flat[mine], vals[mine], counts[mine] = f[mine], v[mine], c[mine]
     ks = np.repeat(np.arange(maps.k), counts)
     keep = np.arange(flat.shape[1]) < counts[:, None]
     flat, vals = flat[keep], vals[keep]
     width = maps.size[0]
     xs, ys = flat % width, flat // width
-    tags = maps.tags_at(ks, ys, xs)
-    result = [None] * maps.k
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    for j in np.flatnonzero(counts):
-        s, e = starts[j], starts[j + 1]
-        result[j] = (xs[s:e], ys[s:e], vals[s:e], tags[s:e])
-    return result
+    return np.concatenate([[0], np.cumsum(counts)]), xs, ys, vals, maps.tags_at(ks, ys, xs)
 
 
 # ---------------------------------------------------------------------------------- grouping
 
 def _match_by_tag(cands, params: GroupingParams):
-    """mmpose _match_by_tag: people as [num_joints, 3+L] float64 rows (x, y, val, tags...).
-
-    Same dict keyed by the founding float tag (equal tags collide, as in mmpose), same float64 cost
-    matrix and munkres 1.1.4's algorithm, so tied assignments resolve the same way.
-    """
-    order = JOINT_ORDER if params.num_joints == len(JOINT_ORDER) else range(params.num_joints)
-    people = {}  # founding tag0 -> [joints [K, 3+L], tag list, cached mean tag]
-    for i, idx in enumerate(order):
-        cand = cands[idx]
-        if cand is None:
-            continue
-        xs, ys, vals, tags = cand
-        joints = np.concatenate((xs[:, None].astype(_F64), ys[:, None].astype(_F64),
-                                 vals[:, None].astype(_F64), tags.astype(_F64)), axis=1)
-        if i == 0 or not people:
-            for row in range(len(joints)):
-                _found(people, params, idx, joints[row], tags[row])
-            continue
-        keys = list(people)[:params.max_num_people]
-        grouped = []
-        for key in keys:
-            person = people[key]
-            if person[2] is None:
-                person[2] = np.mean(person[1], axis=0)
-            grouped.append(person[2])
-        diff = joints[:, None, 3:] - np.array(grouped)[None, :, :]
-        dist = np.linalg.norm(diff, ord=2, axis=2)
-        cost = np.round(dist) * 100 - joints[:, 2:3] if params.use_detection_val else np.copy(dist)
-        added, num = cost.shape
-        if added > num:
-            cost = np.concatenate((cost, np.zeros((added, added - num), dtype=_F32) + 1e10), axis=1)
-        pairs = kernels.munkres(cost).tolist()
-        for row, col in pairs:
-            if row < added and col < num and dist[row, col] < params.tag_threshold:
-                person = people[keys[col]]
-                person[0][idx] = joints[row]
-                person[1].append(tags[row])
-                person[2] = None
-            else:
-                _found(people, params, idx, joints[row], tags[row])
-    return [person[0] for person in people.values()]
-
-
-def _found(people, params, idx, joint, tag):
-    key = float(tag[0])
-    person = people.setdefault(key, [np.zeros((params.num_joints, len(joint)), _F64), None, None])
-    person[0][idx] = joint
-    person[1] = [tag]
-    person[2] = None
+    """mmpose _match_by_tag: people [P, num_joints, 3+L] float64 (x, y, val, tags...), compiled
+    (kernels.match_by_tag: same founding-tag keys, float64 costs and munkres 1.1.4)."""
+    order = np.asarray(JOINT_ORDER if params.num_joints == len(JOINT_ORDER) else range(params.num_joints), np.int64)
+    start, xs, ys, vals, tags = cands
+    return kernels.match_by_tag(order, start.astype(np.int64), xs.astype(np.int64), ys.astype(np.int64), vals, tags,
+                                params.max_num_people, float(params.tag_threshold), bool(params.use_detection_val))
 
 
 # ----------------------------------------------------------------------------- adjust, refine
@@ -380,9 +331,8 @@ def _refine(maps: _Maps, keypoints, cands):
     # seeds, as cy * w + cx: the cells of the person's other joints (its tags are there) and those
     # of the joint's detections (the hottest places of its map)
     person_cells = (py // STRIDE) * w + px // STRIDE
-    joint_cells = [np.empty(0, np.intp) if c is None else (c[1] // STRIDE) * w + c[0] // STRIDE for c in cands]
-    per_joint = np.array([len(c) for c in joint_cells])
-    joint_start = np.concatenate([[0], np.cumsum(per_joint)])
+    joint_start, cand_x, cand_y = cands[:3]
+    per_joint = np.diff(joint_start)
     mine = np.searchsorted(pp, p, side="right") - np.searchsorted(pp, p)  # the person's own cells
     count = mine + per_joint[ks]
     start = np.concatenate([[0], np.cumsum(count)])
@@ -390,7 +340,7 @@ def _refine(maps: _Maps, keypoints, cands):
     own = offset < np.repeat(mine, count)
     at_person = np.repeat(np.searchsorted(pp, p), count) + offset
     at_joint = np.repeat(joint_start[ks] - mine, count) + offset
-    all_joint_cells = np.concatenate(joint_cells + [np.zeros(1, np.intp)])
+    all_joint_cells = np.concatenate([(cand_y // STRIDE) * w + cand_x // STRIDE, [0]])
     seeds = np.where(own, person_cells[np.clip(at_person, 0, len(pp) - 1)],
                      all_joint_cells[np.clip(at_joint, 0, len(all_joint_cells) - 1)])
     # joints to threads, the queries of one joint together (its caches are its own)

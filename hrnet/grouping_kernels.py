@@ -793,3 +793,90 @@ def munkres(cost):
                 pairs[p, 0], pairs[p, 1] = i, j
                 p += 1
     return pairs[:p]
+
+
+# ------------------------------------------------------------------------------------ matching
+
+@njit(cache=True, nogil=True)
+def _found(keys, joints, tag_list, tag_count, people, key, k, joint, tag):
+    """mmpose's people.setdefault(tag[0], ...): an existing person with that founding tag (float
+    equality, as dict keys) takes the joint and restarts its tag list; else a new person."""
+    person = -1
+    for i in range(people):
+        if keys[i] == key:
+            person = i
+            break
+    if person < 0:
+        person = people
+        keys[person] = key
+        joints[person] = 0.0
+        people += 1
+    joints[person, k] = joint
+    tag_list[person, 0] = tag
+    tag_count[person] = 1
+    return people
+
+
+@njit(cache=True, nogil=True)
+def match_by_tag(order, start, xs, ys, vals, tags, max_people, tag_threshold, use_detection_val):
+    """mmpose's _match_by_tag on the detections (joint j's are rows start[j]:start[j+1] of xs, ys,
+    vals, tags [n, L]), joints visited in `order`: the people [P, K, 3 + L] float64 (x, y, val,
+    tags), in the order their founding tags were first seen. Same float64 cost matrix and munkres
+    1.1.4's algorithm; a person's tag is the float32 mean of its tags, summed in order (what
+    np.mean over its tag list computes)."""
+    K = len(order)
+    L = tags.shape[1]
+    n = len(xs)
+    keys = np.empty(n, np.float64)
+    joints = np.empty((n, K, 3 + L), np.float64)
+    tag_list = np.empty((n, K, L), np.float32)
+    tag_count = np.zeros(n, np.int64)
+    people = 0
+    rows = np.empty((n, 3 + L), np.float64)
+    for i in range(K):
+        k = order[i]
+        s, e = start[k], start[k + 1]
+        added = e - s
+        if added == 0:
+            continue
+        for r in range(added):
+            rows[r, 0], rows[r, 1], rows[r, 2] = xs[s + r], ys[s + r], vals[s + r]
+            for d in range(L):
+                rows[r, 3 + d] = tags[s + r, d]
+        if i == 0 or people == 0:
+            for r in range(added):
+                people = _found(keys, joints, tag_list, tag_count, people, np.float64(tags[s + r, 0]), k,
+                                rows[r], tags[s + r])
+            continue
+        num = min(people, max_people)
+        grouped = np.zeros((num, L), np.float32)
+        for c in range(num):
+            for t in range(tag_count[c]):
+                for d in range(L):
+                    grouped[c, d] = tag_list[c, 0, d] if t == 0 else grouped[c, d] + tag_list[c, t, d]
+            for d in range(L):
+                grouped[c, d] = grouped[c, d] / np.float32(tag_count[c])
+        width = max(added, num)
+        cost = np.empty((added, width), np.float64)
+        dist = np.empty((added, num), np.float64)
+        for r in range(added):
+            for c in range(num):
+                sq = 0.0
+                for d in range(L):
+                    diff = rows[r, 3 + d] - np.float64(grouped[c, d])
+                    sq = diff * diff if d == 0 else sq + diff * diff
+                dist[r, c] = np.sqrt(sq)
+                cost[r, c] = np.rint(dist[r, c]) * 100 - rows[r, 2] if use_detection_val else dist[r, c]
+            for c in range(num, width):
+                cost[r, c] = 1e10
+        pairs = munkres(cost)
+        for a in range(len(pairs)):
+            r, c = pairs[a, 0], pairs[a, 1]
+            if r < added and c < num and dist[r, c] < tag_threshold:
+                joints[c, k] = rows[r]
+                tag_list[c, tag_count[c]] = tags[s + r]
+                tag_count[c] += 1
+            else:
+                people = _found(keys, joints, tag_list, tag_count, people, np.float64(tags[s + r, 0]), k,
+                                rows[r], tags[s + r])
+    return joints[:people]
