@@ -68,6 +68,16 @@ def _in_parallel(fn, parts):
     return list(executor.map(fn, parts))
 
 
+def _merged(shares, parts):
+    """Per-joint results of the parts (arrays indexed by joint first), each joint's row from the
+    part its share is in."""
+    merged = [np.array(a) for a in parts[0]]
+    for mine, part in zip(shares[1:], parts[1:]):
+        for out, a in zip(merged, part):
+            out[mine] = a[mine]
+    return merged
+
+
 def _interleave(joints):
     """joints (most work first) dealt to WORKERS parts in turn."""
     return [joints[i::WORKERS] for i in range(min(WORKERS, len(joints)))]
@@ -265,12 +275,18 @@ def torch_topk(values, k):
 def _detections(maps: _Maps, params: GroupingParams):
     """mmpose's top_k rows with val above the detection threshold, joint by joint in torch.topk
     order: (start [K+1] (joint j's rows are start[j]:start[j+1]), x, y, val, tags [n, L])."""
-    joints = _interleave(np.arange(maps.k))
-    parts = _in_parallel(lambda mine: kernels.detect(maps.grid, mine, _F32(params.detection_threshold),
-                                                     params.nms_kernel // 2, params.max_num_people), joints)
-    flat, vals, counts = parts[0]
-    for mine, (f, v, c) in zip(joints[1:], parts[1:]):
-        flat[mine], vals[mine], counts[mine] = f[mine], v[mine], c[mine]
+    def detect(joints, replay):
+        return kernels.detect(maps.grid, joints, _F32(params.detection_threshold), params.nms_kernel // 2,
+                              params.max_num_people, replay)
+
+    # the maxima of every joint, then the replays (the costly part) spread over the threads
+    shares = _interleave(np.arange(maps.k))
+    flat, vals, counts, tied = _merged(shares, _in_parallel(lambda mine: detect(mine, False), shares))
+    if tied.any():
+        shares = _interleave(np.flatnonzero(tied))
+        replayed = _merged(shares, _in_parallel(lambda mine: detect(mine, True), shares))
+        for mine in shares:
+            flat[mine], vals[mine], counts[mine] = (part[mine] for part in replayed[:3])
     ks = np.repeat(np.arange(maps.k), counts)
     keep = np.arange(flat.shape[1]) < counts[:, None]
     flat, vals = flat[keep], vals[keep]

@@ -382,34 +382,37 @@ def _topk_replay(R, C, bound, k, top, halo):
 
 
 @njit(cache=True, nogil=True)
-def detect(g, joints, thr, halo, top):
+def detect(g, joints, thr, halo, top, replay):
     """mmpose's top_k on the NMS maps of the listed joints, kept above the detection threshold: per
-    joint, flat indices and values [K, top] in torch.topk's order, and counts [K] (0 for joints not
-    listed).
+    joint, flat indices and values [K, top] in torch.topk's order, counts [K] (0 for joints not
+    listed) and whether the joint needs the replay [K].
 
     The maxima above the threshold are found on the cells whose bound reaches it; their order is
     the sorted one unless equal values (border plateaus: the resize clamps, so the two outermost
     rows and columns are equal) fall within the first top+1, in which case which of them make the
-    cut and their order are std::partial_sort's, replayed on the whole NMS map."""
+    cut and their order are std::partial_sort's, replayed on the whole NMS map: with replay, at
+    once; without, such joints are only flagged (to be spread over threads in a second pass)."""
     R, C, cell_heat = g.resize, g.heat, g.cell_heat
     K = cell_heat.shape[0]
     out_flat = np.zeros((K, top), np.int64)
     out_val = np.zeros((K, top), np.float32)
     counts = np.zeros(K, np.int64)
+    tied = np.zeros(K, np.bool_)
     for k in joints:
-        flat, vals = _maxima_above(R, C, cell_heat[k], k, thr, halo)
-        if len(flat) == 0:
-            continue
-        order = np.argsort(-vals)
-        head = min(len(order), top + 1)
-        tied = False
-        for i in range(1, head):
-            if vals[order[i]] == vals[order[i - 1]]:
-                tied = True
-                break
-        if tied:
+        if replay:
             flat, vals = _topk_replay(R, C, cell_heat[k], k, top, halo)
             order = np.arange(top)
+        else:
+            flat, vals = _maxima_above(R, C, cell_heat[k], k, thr, halo)
+            if len(flat) == 0:
+                continue
+            order = np.argsort(-vals)
+            for i in range(1, min(len(order), top + 1)):
+                if vals[order[i]] == vals[order[i - 1]]:
+                    tied[k] = True
+                    break
+            if tied[k]:
+                continue
         n = 0
         for i in range(min(len(order), top)):
             v = vals[order[i]]
@@ -418,7 +421,7 @@ def detect(g, joints, thr, halo, top):
                 out_val[k, n] = v
                 n += 1
         counts[k] = n
-    return out_flat, out_val, counts
+    return out_flat, out_val, counts, tied
 
 
 # ---------------------------------------------------------------------------------- refine
