@@ -31,6 +31,7 @@ import functools
 import math
 import mmap
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -176,17 +177,36 @@ def _axis(n_in, n_out):
     return np.stack([i0, i1]), np.stack([_F32(1) - lam, lam]).astype(_F64)
 
 
-def _untouched(shape, dtype):
-    """Zeros from a private anonymous mapping: pages are zeroed on first touch, 4 KiB at a time.
-    (numpy asks for 2 MiB huge pages on large arrays: each sparse first touch would zero 2 MiB.)"""
+_arena = threading.local()
+_ARENA_BYTES = 256 << 20  # per calling thread; larger requests get fresh mappings
+
+
+def _reused(name, shape, dtype, zero=False):
+    """A scratch array of the calling thread's, reused by the next call on that thread: the
+    stores are large and filled sparsely, so fresh memory would cost a page fault per page
+    touched (and numpy's own large arrays ask for 2 MiB pages: 2 MiB zeroed per sparse touch).
+    Contents are left as they are unless zero."""
+    arrays = getattr(_arena, "arrays", None)
+    if arrays is None:
+        arrays = _arena.arrays = {}
     count = math.prod(shape)
-    return np.frombuffer(mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize)), dtype, count).reshape(shape)
+    size = max(1, count * np.dtype(dtype).itemsize)
+    buf = arrays.get(name)
+    if buf is None or len(buf) < size:
+        buf = np.frombuffer(mmap.mmap(-1, size), np.uint8)  # lazily zeroed 4 KiB pages
+        if sum(len(b) for key, b in arrays.items() if key != name) + size <= _ARENA_BYTES:
+            arrays[name] = buf
+    out = buf[:size].view(dtype)[:count].reshape(shape)
+    if zero:
+        out.fill(0)
+    return out
 
 
-def _cache(maps, store_shape):
+def _cache(name, maps, store_shape):
     """An empty kernels.Cache over maps [M, K, h, w] with a store of store_shape."""
     batch, k, h, w = maps.shape
-    return kernels.Cache(maps, np.zeros((k, h, w), np.int32), _untouched(store_shape, _F32), np.zeros(k, np.int64),
+    return kernels.Cache(maps, _reused(name + " slot", (k, h, w), np.int32, zero=True),
+                         _reused(name + " store", store_shape, _F32), np.zeros(k, np.int64),
                          np.empty((k, batch, STRIDE * STRIDE), _F32), np.empty((k, 3, STRIDE), _F32))
 
 
@@ -236,8 +256,8 @@ class _Maps:
         # stores: a slot for every cell, each joint's filled densely from its start
         cells = k * h * w
         resize = kernels.Resize(*_axis(h, STRIDE * h), *_axis(w, STRIDE * w), bool(params.fused_multiply_add))
-        self.grid = kernels.Grid(resize, _cache(self.heat, (cells, 1, STRIDE * STRIDE + 1)),
-                                 _cache(self.tags, (cells, batch, STRIDE * STRIDE + 2)),
+        self.grid = kernels.Grid(resize, _cache("heat", self.heat, (cells, 1, STRIDE * STRIDE + 1)),
+                                 _cache("tags", self.tags, (cells, batch, STRIDE * STRIDE + 2)),
                                  cell, kernels.tile_max(cell))
         self._refine = None
 
@@ -249,8 +269,8 @@ class _Maps:
             tiles = k * self.ny * self.nx
             self._refine = kernels.RefineBounds(
                 np.empty(block.shape + (m,), _F32), np.empty(block.shape + (m,), _F32), np.zeros(block.shape, np.uint8),
-                block, np.zeros((k, self.ny, self.nx), np.int32),
-                _untouched((tiles, _TILE * _TILE + 1, m), _F32), _untouched((tiles, _TILE * _TILE + 1, m), _F32),
+                block, _reused("tile slot", (k, self.ny, self.nx), np.int32, zero=True),
+                _reused("tile lo", (tiles, _TILE * _TILE + 1, m), _F32), _reused("tile hi", (tiles, _TILE * _TILE + 1, m), _F32),
                 np.zeros(k, np.int64))
         return self._refine
 
