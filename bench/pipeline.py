@@ -64,6 +64,8 @@ def session(path: str):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = os.cpu_count() or 1
     opts.inter_op_num_threads = 1
+    # as model_repository/hrnet_om/config.pbtxt: idle threads must not spin while grouping runs
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 

@@ -45,6 +45,12 @@ class OrtInstance(Instance):
         opts.inter_op_num_threads = inter
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ONNX Runtime's own session settings pass through under their names, e.g.
+        # session.intra_op.allow_spinning "0": idle intra-op threads sleep instead of spinning
+        # (they would take the cores from the other models of a pipeline between runs).
+        for key, value in config.parameters.items():
+            if key.startswith("session."):
+                opts.add_session_config_entry(key, value.string_value)
         self.session = ort.InferenceSession(path, sess_options=opts, providers=_providers(kind))
         self.batching = config.max_batch_size > 0
         self.outputs = [o.name for o in config.output]

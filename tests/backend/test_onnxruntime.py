@@ -74,6 +74,12 @@ def test_threads_from_config_parameters(test_repo):
     assert model.instances[0].session.get_session_options().inter_op_num_threads == 1
 
 
+def test_onnxruntime_session_entries_from_config_parameters(test_repo):
+    model = _load(test_repo, 'parameters { key: "session.intra_op.allow_spinning" value: { string_value: "0" } }')
+    entries = model.instances[0].session.get_session_options().get_session_config_entry
+    assert entries("session.intra_op.allow_spinning") == "0"
+
+
 def test_kind_gpu_uses_the_gpu_providers_present_else_cpu():
     import onnxruntime as ort
     available = set(ort.get_available_providers())

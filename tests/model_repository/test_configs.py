@@ -42,7 +42,7 @@ CONTRACT = {
 PARAMETERS = {
     "preprocess": {"input_size": "512", "flip_test": "true", "max_image_pixels": "40000000",
                    "max_input_pixels": "4194304"},
-    "hrnet_om": {},
+    "hrnet_om": {"session.intra_op.allow_spinning": "0"},  # idle threads sleep (grouping shares the cores)
     "grouping": {"max_num_people": "30", "detection_threshold": "0.1", "tag_threshold": "1",
                  "nms_kernel": "5", "use_detection_val": "true", "adjust": "true",
                  "refine": "true", "flip_test": "true"},
