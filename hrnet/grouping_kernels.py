@@ -582,7 +582,8 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
     for each listed query (of n: a joint, a person tag prev [n, M]); -1 for the others.
 
     Branch and bound: the seed cells (query q's are seed_cells[seed_start[q]:seed_start[q+1]],
-    as cy * w + cx: where the person's other joints are, so tags match) give a lower bound; then
+    as cy * w + cx: where the person's other joints are, so tags match, and the joint's detections)
+    give a lower bound; then
     blocks, their tiles and the tiles' cells are visited by descending bound, each level stopping
     at the first bound below the best value so far. What is skipped cannot reach the maximum, so
     every pixel attaining it is evaluated and the first in row-major order is exact. A block's
