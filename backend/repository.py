@@ -76,6 +76,9 @@ class ModelEntry:
         self.idle.set()
         self.tmpdir = None       # model folder written from RepositoryModelLoad files
         self.dependents = set()  # ensembles that use this model (for unload_dependents)
+        # Loads and unloads of one model run one at a time, as in Triton: two at once would each
+        # build instances, and the loser's would never be retired.
+        self.lock = asyncio.Lock()
 
 
 class Repository:
@@ -85,7 +88,6 @@ class Repository:
         self.execution_timeout_s = execution_timeout_s
         self.entries = {}
         self.infer_internal = None   # set by the core: ensembles run steps through it
-        self._lock = asyncio.Lock()
 
     def scan(self) -> list:
         """Model folders of the repository (folders with a config.pbtxt or version folders)."""
@@ -206,6 +208,10 @@ class Repository:
             raise InvalidArgument(f"failed to load '{name}', failed to poll from model repository: no "
                                   f"model folder '{name}'")
         e = self.entry(name)  # only now: a refused name leaves no entry behind
+        async with e.lock:
+            await self._load_entry(e, name, override_json, src_dir, tmpdir, _stack)
+
+    async def _load_entry(self, e, name, override_json, src_dir, tmpdir, _stack):
         old_versions = dict(e.versions)
         e.state, e.reason = "LOADING", ""
         try:
@@ -274,9 +280,14 @@ class Repository:
         if not valid_model_name(name):
             raise InvalidArgument(f"invalid model name '{name}'")
         e = self.entries.get(name)
-        if e is None or (not e.versions and e.state != "LOADING"):
-            if e is not None:
-                e.state, e.reason = "UNAVAILABLE", "unloaded"
+        if e is None:
+            return
+        async with e.lock:
+            await self._unload_entry(e, name, unload_dependents)
+
+    async def _unload_entry(self, e, name, unload_dependents):
+        if not e.versions:
+            e.state, e.reason = "UNAVAILABLE", "unloaded"
             return
         if unload_dependents:
             for dep in list(e.dependents):

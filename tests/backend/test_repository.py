@@ -239,3 +239,22 @@ def test_broken_configurations_are_unavailable_with_their_reason(tmp_path, test_
             assert re.search(rf"model '{name}' failed to load: .*", s.log), name
         x = np.ones((1, 2), np.float32)
         np.testing.assert_array_equal(client.infer("identity", [infer_input("INPUT0", x)]).as_numpy("OUTPUT0"), x)
+
+
+def test_concurrent_loads_of_one_model_leave_nothing_behind(test_repo):
+    """Loads (and an unload) of one model at once run one after the other: each reload retires
+    the instances it replaces (finalize), none is orphaned and the model ends up ready."""
+    from concurrent.futures import ThreadPoolExecutor
+    with start_server(test_repo, "--model-control-mode", "explicit") as server:
+        client = grpcclient.InferenceServerClient(server.url)
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda _: client.load_model("add_sub"), range(6)))
+        assert client.is_model_ready("add_sub")
+        client.unload_model("add_sub")
+        deadline = time.time() + 10
+        loaded = lambda: server.log.count("successfully loaded 'add_sub'")  # noqa: E731
+        while server.log.count("add_sub: finalize") < loaded() and time.time() < deadline:
+            time.sleep(0.1)
+        client.close()
+        assert loaded() == 6
+        assert server.log.count("add_sub: finalize") == 6
