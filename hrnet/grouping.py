@@ -52,9 +52,9 @@ _REL = 1e-5
 _ABS = 1e-30
 # Network outputs beyond this are refused: squared tag distances must stay finite in float32.
 MAX_ABS_VALUE = 1e6
-# Joints are searched in parallel on this many threads (the kernels release the GIL).
+# Joints are searched in parallel on this many threads by default (the kernels release the GIL).
 WORKERS = max(1, min(4, os.cpu_count() or 1))
-_pool = (None, None)  # (pid, executor): made on first use, again after a fork
+_pool = (None, None)  # (pid, executor): made on first use, again after a fork or to grow
 
 
 def _in_parallel(fn, parts):
@@ -63,8 +63,8 @@ def _in_parallel(fn, parts):
     if len(parts) == 1:
         return [fn(parts[0])]
     pid, executor = _pool
-    if pid != os.getpid():
-        executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="grouping")
+    if pid != os.getpid() or executor._max_workers < len(parts):
+        executor = ThreadPoolExecutor(len(parts), thread_name_prefix="grouping")
         _pool = (os.getpid(), executor)
     return list(executor.map(fn, parts))
 
@@ -79,9 +79,10 @@ def _merged(shares, parts):
     return merged
 
 
-def _interleave(joints):
-    """joints (most work first) dealt to WORKERS parts in turn."""
-    return [joints[i::WORKERS] for i in range(min(WORKERS, len(joints)))]
+def _interleave(joints, threads):
+    """joints (most work first) dealt to the threads' parts in turn."""
+    threads = threads or WORKERS
+    return [joints[i::threads] for i in range(max(1, min(threads, len(joints))))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +100,13 @@ class GroupingParams:
     # torch's CPU bilinear kernel built for AVX2/AVX512 fuses multiply-adds (what mmpose gets on any
     # current x86 CPU); False reproduces its plain float32 build (ATEN_CPU_CAPABILITY=default).
     fused_multiply_add: bool = True
+    # Worker threads for the per-joint searches (not mmpose's): 0 = one per core, up to 4.
+    threads: int = 0
 
     def __post_init__(self):
+        if isinstance(self.threads, bool) or not isinstance(self.threads, (int, np.integer)) \
+                or not 0 <= self.threads <= 64:
+            raise ValueError(f"threads must be an integer in [0, 64], got {self.threads!r}")
         for name in ("num_joints", "max_num_people", "nms_kernel"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -139,7 +145,7 @@ def group(output, center, scale, params: GroupingParams = GroupingParams()):
         _adjust(maps, keypoints)
     scores = np.array([person[:, 2].mean() for person in keypoints], dtype=_F32)
     if params.refine and len(keypoints):
-        _refine(maps, keypoints, cands)
+        _refine(maps, keypoints, cands, params.threads)
     return _to_image(keypoints[:, :, :3], center, scale, maps.size), scores
 
 
@@ -235,7 +241,7 @@ class _Maps:
         mean = np.empty((k, h, w), _F32)
         flip = np.asarray(FLIP_INDEX if params.flip_test else range(k), np.int64)
         top = max(_in_parallel(lambda joints: kernels.split(out, joints, flip, self.heat, self.tags, mean),
-                               _interleave(np.arange(k))))
+                               _interleave(np.arange(k), params.threads)))
         if top >= 0x7F800000:
             raise ValueError("output contains NaN or infinite values")
         big = float(np.uint32(top).view(_F32))  # the largest |value|
@@ -300,10 +306,10 @@ def _detections(maps: _Maps, params: GroupingParams):
                               params.max_num_people, replay)
 
     # the maxima of every joint, then the replays (the costly part) spread over the threads
-    shares = _interleave(np.arange(maps.k))
+    shares = _interleave(np.arange(maps.k), params.threads)
     flat, vals, counts, tied = _merged(shares, _in_parallel(lambda mine: detect(mine, False), shares))
     if tied.any():
-        shares = _interleave(np.flatnonzero(tied))
+        shares = _interleave(np.flatnonzero(tied), params.threads)
         replayed = _merged(shares, _in_parallel(lambda mine: detect(mine, True), shares))
         for mine in shares:
             flat[mine], vals[mine], counts[mine] = (part[mine] for part in replayed[:3])
@@ -350,7 +356,7 @@ def _adjust(maps: _Maps, keypoints):
     keypoints[p, ks, 1] = ys.astype(_F32) + dy + _F32(0.5)
 
 
-def _refine(maps: _Maps, keypoints, cands):
+def _refine(maps: _Maps, keypoints, cands, threads=0):
     """mmpose refine, for the joints each person misses: argmax of heat - round(tag distance)."""
     width, height = maps.size
     h, w = maps.low
@@ -382,7 +388,7 @@ def _refine(maps: _Maps, keypoints, cands):
     # joints to threads, the queries of one joint together (its caches are its own)
     grid, bounds = maps.grid, maps.refine_bounds()
     joints, prev_q, start, seeds = ks.astype(np.int64), prev[p].astype(_F32), start.astype(np.int64), seeds.astype(np.int64)
-    shares = _interleave(np.argsort(-np.bincount(ks, minlength=maps.k), kind="stable"))
+    shares = _interleave(np.argsort(-np.bincount(ks, minlength=maps.k), kind="stable"), threads)
     parts = _in_parallel(lambda mine: kernels.refine_argmax(grid, bounds, np.flatnonzero(np.isin(joints, mine)),
                                                             joints, prev_q, start, seeds), shares)
     flat = np.max(parts, axis=0)  # each query is answered by one part, -1 elsewhere

@@ -313,7 +313,8 @@ def test_bad_center_scale_raises(center, scale):
 
 
 @pytest.mark.parametrize("field,value", [("nms_kernel", 4), ("max_num_people", 0), ("num_joints", 14),
-                                         ("detection_threshold", float("nan")), ("detection_threshold", -0.1)])
+                                         ("detection_threshold", float("nan")), ("detection_threshold", -0.1),
+                                         ("threads", -1), ("threads", 1.5)])
 def test_bad_params_raise(field, value):
     with pytest.raises(ValueError):
         dataclasses.replace(GroupingParams(), **{field: value})
@@ -350,3 +351,12 @@ def test_concurrent_calls_match_sequential_ones():
     for i, (kp, sc) in enumerate(got):
         np.testing.assert_array_equal(kp, want[i % len(outputs)][0])
         np.testing.assert_array_equal(sc, want[i % len(outputs)][1])
+
+
+@pytest.mark.parametrize("threads", [1, 3, 17])
+def test_thread_count_does_not_change_the_result(threads):
+    output = network_like(np.random.default_rng(5), 48, 64, n_people=4)
+    want = group(output, CENTER, SCALE, params())
+    got = group(output, CENTER, SCALE, params(threads=threads))
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

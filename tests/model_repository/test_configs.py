@@ -226,14 +226,16 @@ def test_grouping_model_parameters_are_mmpose_test_cfg(grouping_model):
     from hrnet.grouping import GroupingParams
     module, model = grouping_model
     assert model.params == GroupingParams()
-    params = module.parse_params({"refine": "False", "detection_threshold": "0.2", "max_num_people": "5"})
-    assert (params.refine, params.detection_threshold, params.max_num_people) == (False, 0.2, 5)
+    params = module.parse_params({"refine": "False", "detection_threshold": "0.2", "max_num_people": "5",
+                                  "threads": "1"})
+    assert (params.refine, params.detection_threshold, params.max_num_people, params.threads) == (False, 0.2, 5, 1)
 
 
 @pytest.mark.parametrize("parameters, message", [
     ({"refine": "yes"}, "refine"),
     ({"nms_kernel": "5.5"}, "nms_kernel"),
     ({"tag_threshold": "nan"}, "tag_threshold"),
+    ({"threads": "-2"}, "threads"),
     ({"num_joints": "17"}, "unknown parameter"),
 ])
 def test_grouping_model_rejects_bad_parameters(grouping_model, parameters, message):

@@ -29,6 +29,7 @@ _PARSERS = {
     "adjust": bool,
     "refine": bool,
     "flip_test": bool,
+    "threads": int,  # worker threads for the per-joint searches; 0 (default): one per core, up to 4
 }
 
 
