@@ -368,6 +368,10 @@ def _refine(maps: _Maps, keypoints, cands, threads=0):
     starts = np.searchsorted(pp, np.arange(len(keypoints) + 1))
     prev = np.stack([np.mean(tags[starts[i]:starts[i + 1]], axis=0) for i in range(len(keypoints))])
     p, ks = np.nonzero(keypoints[:, :, 2] == 0)
+    # mmpose keeps a refined joint only if its heat is > 0: a joint whose heat bound is <= 0
+    # everywhere keeps nothing, whatever the argmax
+    hot = (maps.grid.tile_heat.reshape(maps.k, -1).max(axis=1) > 0)[ks]
+    p, ks = p[hot], ks[hot]
     if not len(p):
         return
     # seeds, as cy * w + cx: the cells of the person's other joints (its tags are there) and those

@@ -360,3 +360,14 @@ def test_thread_count_does_not_change_the_result(threads):
     got = group(output, CENTER, SCALE, params(threads=threads))
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_refine_skips_joints_without_positive_heat():
+    """A joint whose heat is negative everywhere is never refined in (mmpose keeps only heat > 0):
+    its queries are skipped, with the same result."""
+    rng = np.random.default_rng(11)
+    output = network_like(rng, 48, 64, n_people=4)
+    output[:, 3] = -0.5 + 0.05 * rng.standard_normal(output[:, 3].shape)  # joint 3 (and its flip, 4)
+    output[:, 4] = -0.5 + 0.05 * rng.standard_normal(output[:, 4].shape)
+    kp, _ = assert_parity(output)
+    assert len(kp) and not (kp[:, 3:5, 2] > 0).any()
