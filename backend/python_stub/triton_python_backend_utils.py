@@ -233,7 +233,8 @@ class _CapsuleHolder:
 
 class Tensor:
     """A named numpy array. A C-contiguous array is kept as is (no copy); others are made
-    contiguous. np.object_ / np.bytes_ arrays are BYTES."""
+    contiguous; a read-only one (a view of request bytes) is copied when as_numpy() first asks
+    for it. np.object_ / np.bytes_ arrays are BYTES."""
 
     def __init__(self, name, numpy_array):
         if not isinstance(name, str) or name == "":
@@ -256,6 +257,10 @@ class Tensor:
         return self._name
 
     def as_numpy(self):
+        # Triton hands models writable arrays (some normalise their input in place); a view of
+        # the request's bytes is read-only, so it is copied once, on first use.
+        if not self._array.flags.writeable:
+            self._array = self._array.copy()
         return self._array
 
     def shape(self):

@@ -157,9 +157,19 @@ def test_tensor_keeps_contiguous_array_without_copy():
     assert t.is_cpu()
 
 
-def test_tensor_from_readonly_request_bytes_is_a_view():
+def test_tensor_from_readonly_request_bytes_is_writable_as_on_triton():
     raw = np.arange(4, dtype="<f4").tobytes()
     arr = np.frombuffer(raw, np.float32)
+    t = pb_utils.Tensor("x", arr)
+    out = t.as_numpy()
+    out *= 2  # a model may normalise its input in place
+    assert t.as_numpy() is out  # copied once
+    np.testing.assert_array_equal(out, [0, 2, 4, 6])
+    assert raw == np.arange(4, dtype="<f4").tobytes()  # the request itself is untouched
+
+
+def test_tensor_keeps_writable_arrays_without_copy():
+    arr = np.arange(4, dtype=np.float32)
     assert pb_utils.Tensor("x", arr).as_numpy() is arr
 
 
