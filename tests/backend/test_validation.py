@@ -168,22 +168,19 @@ def test_contents_and_raw_together(stub):
         stub.ModelInfer(req, timeout=30)
 
 
-def test_typed_contents_of_the_wrong_kind(stub):
+@pytest.mark.parametrize("field,values,message", [
+    # typed contents of the wrong kind
+    ("int_contents", [1, 2, 3, 4],
+     "unexpected explicit tensor data for input tensor 'INPUT0' for model 'add_sub' of type 'FP32'"),
+    # typed contents with the wrong count
+    ("fp32_contents", [1, 2, 3], "input 'INPUT0' for model 'add_sub'"),
+])
+def test_typed_contents_that_do_not_fit(stub, field, values, message):
     req = pb.ModelInferRequest(model_name="add_sub")
     for name in ("INPUT0", "INPUT1"):
         t = req.inputs.add(name=name, datatype="FP32", shape=[4])
-        t.contents.int_contents.extend([1, 2, 3, 4])
-    with expect_error("INVALID_ARGUMENT", "unexpected explicit tensor data for input tensor 'INPUT0' for "
-                                          "model 'add_sub' of type 'FP32'"):
-        stub.ModelInfer(req, timeout=30)
-
-
-def test_typed_contents_with_the_wrong_count(stub):
-    req = pb.ModelInferRequest(model_name="add_sub")
-    for name in ("INPUT0", "INPUT1"):
-        t = req.inputs.add(name=name, datatype="FP32", shape=[4])
-        t.contents.fp32_contents.extend([1, 2, 3])
-    with expect_error("INVALID_ARGUMENT", "input 'INPUT0' for model 'add_sub'"):
+        getattr(t.contents, field).extend(values)
+    with expect_error("INVALID_ARGUMENT", message):
         stub.ModelInfer(req, timeout=30)
 
 
