@@ -42,9 +42,10 @@ def serialize_array(array: np.ndarray, to_bytes=_to_bytes) -> np.ndarray:
         return np.empty(0, np.uint8)
     if flat.dtype.kind == "S":
         lens, payload = _fixed_width(flat)
+    elif flat.dtype.kind not in ("O", "U"):
+        raise TypeError(f"a BYTES tensor needs an object, bytes or str array, got {flat.dtype}")
     else:
-        items = ([x if type(x) is bytes else to_bytes(x) for x in flat.tolist()]
-                 if flat.dtype.kind in ("O", "U") else list(flat))
+        items = [x if type(x) is bytes else to_bytes(x) for x in flat.tolist()]
         lens = np.fromiter(map(len, items), dtype=np.int64, count=n)
         payload = np.frombuffer(b"".join(items), np.uint8)
     return _pack(lens, payload)

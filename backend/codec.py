@@ -22,7 +22,8 @@ def param_value(p: pb.InferParameter):
     return None if kind is None else getattr(p, kind)
 
 
-def _params(pmap) -> dict:
+def param_dict(pmap) -> dict:
+    """A protobuf parameter map (any message with a 'parameter_choice' oneof) as plain values."""
     return {k: param_value(v) for k, v in pmap.items()}
 
 
@@ -45,7 +46,7 @@ def _shm_params(params: dict, what: str, model: str):
 
 def decode_request(msg: pb.ModelInferRequest, model: Model, shm: SharedMemoryManager) -> InferRequest:
     name = model.name
-    params = _params(msg.parameters)
+    params = param_dict(msg.parameters)
     for key in params:
         if key.startswith("triton_") and key not in _KNOWN:
             raise InvalidArgument(f"parameter keys starting with 'triton_' are reserved for Triton usage "
@@ -67,7 +68,7 @@ def decode_request(msg: pb.ModelInferRequest, model: Model, shm: SharedMemoryMan
     datatypes = {}
     for t in msg.inputs:
         shape = tuple(t.shape)
-        region = _shm_params(_params(t.parameters), f"input '{t.name}'", name)
+        region = _shm_params(param_dict(t.parameters), f"input '{t.name}'", name)
         has_contents = t.HasField("contents")
         if region is not None:
             if has_contents:
@@ -97,7 +98,7 @@ def decode_request(msg: pb.ModelInferRequest, model: Model, shm: SharedMemoryMan
     if len(msg.outputs):
         outputs = []
         for o in msg.outputs:
-            oparams = _params(o.parameters)
+            oparams = param_dict(o.parameters)
             if "classification" in oparams:
                 raise InvalidArgument(
                     f"classification output is not supported by this server (output '{o.name}' "

@@ -10,6 +10,7 @@ import grpc
 from proto import grpc_service_pb2 as pb
 from proto import grpc_service_pb2_grpc as pb_grpc
 
+from . import codec
 from .core import InferenceCore
 from .errors import InvalidArgument, ServerError, Unavailable, Unsupported
 
@@ -113,12 +114,15 @@ def _rpc(fn):
     return wrapper
 
 
-def _repository_params(request) -> dict:
-    """RepositoryModelLoad/Unload parameters as plain values (one repository only)."""
+def _one_repository(request):
     if request.repository_name:
         raise Unsupported("the server has one repository: 'repository_name' must be empty")
-    return {k: getattr(v, v.WhichOneof("parameter_choice")) if v.WhichOneof("parameter_choice")
-            else None for k, v in request.parameters.items()}
+
+
+def _repository_params(request) -> dict:
+    """RepositoryModelLoad/Unload parameters as plain values (one repository only)."""
+    _one_repository(request)
+    return codec.param_dict(request.parameters)
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -210,8 +214,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     @_rpc
     async def RepositoryIndex(self, request, context):
         resp = pb.RepositoryIndexResponse()
-        if request.repository_name:
-            raise Unsupported("the server has one repository: 'repository_name' must be empty")
+        _one_repository(request)
         for name, version, state, reason in self.core.repository.index(request.ready):
             resp.models.add(name=name, version=version, state=state, reason=reason)
         return resp

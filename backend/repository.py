@@ -145,12 +145,10 @@ class Repository:
         """Whether `name` (`version`, or its latest) is loaded and ready. Loading, failed, unloaded
         or a version not loaded is just "not ready"; only an unknown name or a malformed version
         raises, with get()'s messages (ModelReady sends them as its error)."""
-        e = self._known(name)
-        if version:
-            model = e.versions.get(parse_version(version))
-        else:
-            model = e.versions[max(e.versions)] if e.versions else None
-        return model is not None and model.is_ready()
+        try:
+            return self.get(name, version).is_ready()
+        except (NotFound, Unavailable):  # known, but nothing (of that version) loaded
+            return False
 
     def index(self, ready_only: bool = False):
         """(name, version or '', state, reason) for every model the server knows or can see."""

@@ -16,7 +16,7 @@ import types
 from .. import config as config_util
 from ..errors import BY_TRITON_NAME, Internal, InvalidArgument, ServerError
 from ..scheduler import Instance, InstanceModel
-from ..types import InferResponse, Timing
+from ..types import InferRequest, InferResponse, RequestedOutput, Timing
 
 log = logging.getLogger("backend.python")
 
@@ -38,11 +38,10 @@ class BlsBridge:
         self.core, self.loop = core, loop
 
     def _request(self, req):
-        from ..types import InferRequest, RequestedOutput
         params = req.parameters()
         version = req.model_version()
         return InferRequest(
-            model_name=req.model_name(), model_version="" if version in (-1, None) else str(version),
+            model_name=req.model_name(), model_version="" if version == -1 else str(version),
             id=req.request_id(), inputs={t.name(): t.as_numpy() for t in req.inputs()},
             outputs=[RequestedOutput(n) for n in req._requested_output_names] or None,
             parameters=json.loads(params) if params else {}, timeout_us=req.timeout())
@@ -58,7 +57,7 @@ class BlsBridge:
     def infer(self, req):
         if threading.current_thread() is threading.main_thread():
             raise pb_utils.TritonModelException("BLS exec() cannot block the server's event loop")
-        return asyncio.run_coroutine_threadsafe(self._infer(req), self.loop).result()
+        return self._run(self._infer(req))
 
     async def async_infer(self, req):
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._infer(req), self.loop))
@@ -67,10 +66,11 @@ class BlsBridge:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def load_model(self, model_name, config="", files=None):
-        self._run(self.core.repository.load(model_name, config, files or None))
+        # the RepositoryModelLoad path: explicit mode only, files keyed "file:<path>" (as Triton)
+        self._run(self.core.load(model_name, {"config": config, **(files or {})}))
 
     def unload_model(self, model_name, unload_dependents=False):
-        self._run(self.core.repository.unload(model_name, unload_dependents))
+        self._run(self.core.unload(model_name, {"unload_dependents": unload_dependents}))
 
     def is_model_ready(self, model_name, model_version=""):
         return self.core.model_ready(model_name, str(model_version or ""))
