@@ -42,19 +42,16 @@ from hrnet import grouping_kernels as kernels
 # COCO keypoints: the horizontal-flip permutation and the order match_by_tag visits joints in.
 FLIP_INDEX = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 JOINT_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
-STRIDE = 4  # network output stride: grouping runs at input size (4h, 4w)
+STRIDE = kernels.CELL  # network output stride: grouping runs at input size (4h, 4w)
 
 _TILE = kernels.TILE  # cells (low-resolution pixels) per tile side: 16x16 input-size pixels
 _F32 = np.float32
 _F64 = np.float64
-# Slack on bounds: computed values may exceed the exact convex combination by a few ulp.
-_REL = 1e-5
-_ABS = 1e-30
 # Network outputs beyond this are refused: squared tag distances must stay finite in float32.
 MAX_ABS_VALUE = 1e6
 # Joints are searched in parallel on this many threads by default (the kernels release the GIL).
 WORKERS = max(1, min(4, os.cpu_count() or 1))
-_pool = (None, None)  # (pid, executor): made on first use, again after a fork or to grow
+_pool = (None, 0, None)  # (pid, size, executor): made on first use, again after a fork or to grow
 
 
 def _in_parallel(fn, parts):
@@ -62,21 +59,20 @@ def _in_parallel(fn, parts):
     global _pool
     if len(parts) == 1:
         return [fn(parts[0])]
-    pid, executor = _pool
-    if pid != os.getpid() or executor._max_workers < len(parts):
+    pid, size, executor = _pool
+    if pid != os.getpid() or size < len(parts):
+        if pid == os.getpid():
+            executor.shutdown(wait=False)
         executor = ThreadPoolExecutor(len(parts), thread_name_prefix="grouping")
-        _pool = (os.getpid(), executor)
+        _pool = (os.getpid(), len(parts), executor)
     return list(executor.map(fn, parts))
 
 
-def _merged(shares, parts):
-    """Per-joint results of the parts (arrays indexed by joint first), each joint's row from the
-    part its share is in."""
-    merged = [np.array(a) for a in parts[0]]
-    for mine, part in zip(shares[1:], parts[1:]):
-        for out, a in zip(merged, part):
+def _merge(into, shares, parts):
+    """Each joint's rows of the per-joint result arrays `into` from the part its share went to."""
+    for mine, part in zip(shares, parts):
+        for out, a in zip(into, part):
             out[mine] = a[mine]
-    return merged
 
 
 def _interleave(joints, threads):
@@ -258,12 +254,12 @@ class _Maps:
         # neighbour's, which only loosens the bound.
         cell = cv2.dilate(mean.reshape(k * h, w), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
         cell = cell.reshape(k, h, w)
-        cell += _F32(_REL) * _F32(big) + _F32(_ABS)
+        cell += kernels.REL * _F32(big) + kernels.ABS  # rounding slack
         # stores: a slot for every cell, each joint's filled densely from its start
         cells = k * h * w
         resize = kernels.Resize(*_axis(h, STRIDE * h), *_axis(w, STRIDE * w), bool(params.fused_multiply_add))
-        self.grid = kernels.Grid(resize, _cache("heat", self.heat, (cells, 1, STRIDE * STRIDE + 1)),
-                                 _cache("tags", self.tags, (cells, batch, STRIDE * STRIDE + 2)),
+        self.grid = kernels.Grid(resize, _cache("heat", self.heat, (cells, 1, kernels.HEAT_ROW)),
+                                 _cache("tags", self.tags, (cells, batch, kernels.TAG_ROW)),
                                  cell, kernels.tile_max(cell))
         self._refine = None
 
@@ -276,7 +272,7 @@ class _Maps:
             self._refine = kernels.RefineBounds(
                 np.empty(block.shape + (m,), _F32), np.empty(block.shape + (m,), _F32), np.zeros(block.shape, np.uint8),
                 block, _reused("tile slot", (k, self.ny, self.nx), np.int32, zero=True),
-                _reused("tile lo", (tiles, _TILE * _TILE + 1, m), _F32), _reused("tile hi", (tiles, _TILE * _TILE + 1, m), _F32),
+                _reused("tile lo", (tiles, kernels.BOX_ROW, m), _F32), _reused("tile hi", (tiles, kernels.BOX_ROW, m), _F32),
                 np.zeros(k, np.int64))
         return self._refine
 
@@ -307,12 +303,12 @@ def _detections(maps: _Maps, params: GroupingParams):
 
     # the maxima of every joint, then the replays (the costly part) spread over the threads
     shares = _interleave(np.arange(maps.k), params.threads)
-    flat, vals, counts, tied = _merged(shares, _in_parallel(lambda mine: detect(mine, False), shares))
+    parts = _in_parallel(lambda mine: detect(mine, False), shares)
+    flat, vals, counts, tied = parts[0]
+    _merge((flat, vals, counts, tied), shares[1:], parts[1:])
     if tied.any():
         shares = _interleave(np.flatnonzero(tied), params.threads)
-        replayed = _merged(shares, _in_parallel(lambda mine: detect(mine, True), shares))
-        for mine in shares:
-            flat[mine], vals[mine], counts[mine] = (part[mine] for part in replayed[:3])
+        _merge((flat, vals, counts), shares, _in_parallel(lambda mine: detect(mine, True), shares))
     ks = np.repeat(np.arange(maps.k), counts)
     keep = np.arange(flat.shape[1]) < counts[:, None]
     flat, vals = flat[keep], vals[keep]

@@ -20,6 +20,9 @@ from numba import njit
 
 CELL = 4  # input-size pixels per cell side (the network stride)
 TILE = 4  # cells per tile side, tiles per block side
+# Store row widths: a heat cell's 16 values and their maximum; a tag cell's 16 values, minimum and
+# maximum; a tile's 16 cells' tag ranges and its own.
+HEAT_ROW, TAG_ROW, BOX_ROW = CELL * CELL + 1, CELL * CELL + 2, TILE * TILE + 1
 REL = np.float32(1e-5)  # slack on bounds: computed values may exceed a convex combination by ulps
 ABS = np.float32(1e-30)
 NEG = np.float32(-np.inf)
@@ -437,30 +440,28 @@ def _upper_from(heat, sq, span):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _add_gap(sq, span, a, b, p):
+    """One tag dimension of a bound: the squared gap from p to the range [a, b] is added to sq;
+    span keeps the largest magnitude involved (for the slack)."""
+    gap = max(max(a - p, p - b), np.float32(0.0))
+    return sq + gap * gap, max(span, abs(p), abs(a), abs(b))
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _upper(heat, lo, hi, i, j, prev):
     """Upper bound of `heat - round(||tag - prev||)` over the box of tags lo/hi[i, j, :]."""
-    sq = np.float32(0.0)
-    span = np.float32(0.0)
+    sq = span = np.float32(0.0)
     for m in range(len(prev)):
-        p = prev[m]
-        a, b = lo[i, j, m], hi[i, j, m]
-        gap = max(max(a - p, p - b), np.float32(0.0))
-        sq += gap * gap
-        span = max(span, abs(p), abs(a), abs(b))
+        sq, span = _add_gap(sq, span, lo[i, j, m], hi[i, j, m], prev[m])
     return _upper_from(heat, sq, span)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _upper_cell(heat, tags, prev):
     """_upper from a computed cell's own ranges: heat [17] and tags [M, 18] store rows."""
-    sq = np.float32(0.0)
-    span = np.float32(0.0)
+    sq = span = np.float32(0.0)
     for m in range(len(prev)):
-        p = prev[m]
-        a, b = tags[m, CELL * CELL], tags[m, CELL * CELL + 1]
-        gap = max(max(a - p, p - b), np.float32(0.0))
-        sq += gap * gap
-        span = max(span, abs(p), abs(a), abs(b))
+        sq, span = _add_gap(sq, span, tags[m, CELL * CELL], tags[m, CELL * CELL + 1], prev[m])
     return _upper_from(heat[CELL * CELL], sq, span)
 
 
