@@ -9,7 +9,6 @@ import argparse
 import glob
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -37,36 +36,24 @@ def cpu_peak_gflops() -> tuple[float, str]:
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    for path in ("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq",):
-        try:
-            with open(path) as f:
-                mhz = max(mhz, int(f.read()) / 1000)
-        except OSError:
-            pass
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+            mhz = max(mhz, int(f.read()) / 1000)
+    except OSError:
+        pass
     per_cycle, isa = (64, "AVX-512") if "avx512f" in flags else (32, "AVX2") if {"avx2", "fma"} <= flags else (16, "SSE")
     return cores * (mhz / 1000) * per_cycle, f"{model}, {cores} cores @ {mhz / 1000:.2f} GHz, {isa} ({per_cycle} FLOP/cycle)"
 
 
-def timed(fn, repeat: int, warmup: int = 1) -> float:
-    """Median seconds of `repeat` calls after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def session(path: str):
+def session(repo: str):
+    """hrnet_om as the server runs it: its config.pbtxt's ONNX Runtime settings, all cores."""
     import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = os.cpu_count() or 1
-    opts.inter_op_num_threads = 1
-    # as model_repository/hrnet_om/config.pbtxt: idle threads must not spin while grouping runs
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    from backend import config as config_util
+    from backend.backends.onnxruntime_backend import session_options
+    model_dir = os.path.join(repo, "hrnet_om")
+    opts = session_options(config_util.read_config(model_dir), os.cpu_count() or 1, 1)
+    return ort.InferenceSession(os.path.join(model_dir, "1", "model.onnx"), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
 
 
 def main(argv=None) -> int:
@@ -76,38 +63,34 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
+    from bench.timing import timed
     from hrnet import grouping, preprocess
+    from hrnet.synthetic import CENTER, MAPS, SCALE, network_like
     from tests.serverproc import start_server, wait_ready
     import tritonclient.grpc as grpcclient
 
     onnx_path = os.path.join(args.repo, "hrnet_om", "1", "model.onnx")
-    sess = session(onnx_path)
+    sess = session(args.repo)
     images = [open(f, "rb").read() for f in sorted(glob.glob(os.path.join(args.images, "*.jpg")))]
     params = grouping.GroupingParams()
 
     x512 = np.random.default_rng(0).standard_normal((1, 3, 512, 512), dtype=np.float32)
-    t_pass = timed(lambda: sess.run(["output1"], {"input": x512}), args.repeat)
+    t_pass, _ = timed(lambda: sess.run(["output1"], {"input": x512}), args.repeat)
     peak, cpu = cpu_peak_gflops()
 
     # Per image: preprocess, network (batch 2 with flip), grouping; summed over the image set.
     t_pre = t_net = t_group = 0.0
-    staged = []
     for data in images:
-        def pre():
-            return preprocess.preprocess(preprocess.decode_image(data))
-        t_pre += timed(pre, args.repeat)
-        inp, center, scale = pre()
-        t_net += timed(lambda: sess.run(["output1"], {"input": inp}), args.repeat)
-        out = sess.run(["output1"], {"input": inp})[0]
-        t_group += timed(lambda: grouping.group(out, center, scale, params), args.repeat)
-        staged.append((inp, center, scale, out))
+        t, (inp, center, scale) = timed(lambda: preprocess.preprocess(preprocess.decode_image(data)), args.repeat)
+        t_pre += t
+        t, (out,) = timed(lambda: sess.run(["output1"], {"input": inp}), args.repeat)
+        t_net += t
+        t_group += timed(lambda: grouping.group(out, center, scale, params), args.repeat)[0]
 
     # Grouping on trained-like maps too: random weights give noise tags (std ~10) that no bound
     # can prune, unlike a trained network's (hrnet/synthetic.py imitates those).
-    from hrnet.synthetic import network_like
-    h, w = 128, 208  # a 640x425 image: input 832x512
-    scenes = {people: network_like(np.random.default_rng(people), h, w, people) for people in (3, 10)}
-    t_scene = {people: timed(lambda: grouping.group(out, (320, 212), (3.453125, 2.125), params), args.repeat)
+    scenes = {people: network_like(np.random.default_rng(people), *MAPS, people) for people in (3, 10)}
+    t_scene = {people: timed(lambda: grouping.group(out, CENTER, SCALE, params), args.repeat)[0]
                for people, out in scenes.items()}
     weights = sess.get_modelmeta().custom_metadata_map.get("weights", "unknown")
 
@@ -116,7 +99,7 @@ def main(argv=None) -> int:
             inp, center, scale = preprocess.preprocess(preprocess.decode_image(data))
             out = sess.run(["output1"], {"input": inp})[0]
             grouping.group(out, center, scale, params)
-    t_inproc = timed(pipeline_inprocess, args.repeat)
+    t_inproc, _ = timed(pipeline_inprocess, args.repeat)
     del sess  # free the cores' memory bandwidth for the server
 
     with start_server(args.repo) as srv:
@@ -127,7 +110,7 @@ def main(argv=None) -> int:
                 inp = grpcclient.InferInput("IMAGE", [1], "BYTES")
                 inp.set_data_from_numpy(np.array([data], dtype=np.object_))
                 client.infer("hrnet_pose", [inp])
-        t_server = timed(pipeline_server, args.repeat)
+        t_server, _ = timed(pipeline_server, args.repeat)
         client.close()
 
     n = len(images)

@@ -36,22 +36,30 @@ def _providers(kind: int):
     return ["CPUExecutionProvider"]
 
 
+def session_options(config, intra, inter):
+    """ONNX Runtime SessionOptions for a model config (also used by bench/pipeline.py, so that
+    in-process figures are taken with the server's settings)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra
+    opts.inter_op_num_threads = inter
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ONNX Runtime's own session settings pass through under their names, e.g.
+    # session.intra_op.allow_spinning "0": idle intra-op threads sleep instead of spinning
+    # (they would take the cores from the other models of a pipeline between runs).
+    for key, value in config.parameters.items():
+        if key.startswith("session."):
+            opts.add_session_config_entry(key, value.string_value)
+    return opts
+
+
 class OrtInstance(Instance):
     def __init__(self, name, path, config, kind, intra, inter):
         import onnxruntime as ort
         self.name = name
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra
-        opts.inter_op_num_threads = inter
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ONNX Runtime's own session settings pass through under their names, e.g.
-        # session.intra_op.allow_spinning "0": idle intra-op threads sleep instead of spinning
-        # (they would take the cores from the other models of a pipeline between runs).
-        for key, value in config.parameters.items():
-            if key.startswith("session."):
-                opts.add_session_config_entry(key, value.string_value)
-        self.session = ort.InferenceSession(path, sess_options=opts, providers=_providers(kind))
+        self.session = ort.InferenceSession(path, sess_options=session_options(config, intra, inter),
+                                            providers=_providers(kind))
         self.batching = config.max_batch_size > 0
         self.outputs = [o.name for o in config.output]
         self.model_name = config.name

@@ -14,14 +14,12 @@ import torch.nn.functional as F
 
 from hrnet import grouping
 from hrnet.grouping import GroupingParams, group
-from hrnet.synthetic import flip_pair, network_like
+from hrnet.synthetic import CENTER, SCALE, flip_pair, network_like
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_ae import aggregate, reference_group  # noqa: E402
 
 K = 17
-# 640x425 image -> input 832x512: the reference-ae.md worked example
-CENTER, SCALE = (320, 212), (3.453125, 2.125)
 
 
 def _torch_fma():
