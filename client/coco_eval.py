@@ -27,8 +27,8 @@ from tritonclient.utils import InferenceServerException
 
 from client import coco
 from client.connection import (DEFAULT_URL, EXIT_UNAVAILABLE, ServerUnavailable, connect,
-                               exit_unavailable, is_unavailable, random_weight_models,
-                               random_weights_banner, server_gone)
+                               exit_unavailable, lost_server, random_weight_models,
+                               random_weights_banner)
 from client.pose import DEFAULT_MODEL, infer_pose
 from client.visualize import draw_poses, side_by_side, write_png
 
@@ -109,7 +109,7 @@ def run_requests(client, model: str, dataset: coco.CocoImages, todo: list[int], 
                 try:
                     latency, results = future.result()
                 except InferenceServerException as err:
-                    if is_unavailable(err) and server_gone(client):
+                    if lost_server(err, client):
                         raise
                     journal.record_failure(image_id, str(err))
                     failed += 1

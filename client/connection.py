@@ -46,13 +46,11 @@ def connect(url: str, model: str, timeout_s: float = 10.0) -> grpcclient.Inferen
     return client
 
 
-def is_unavailable(err: Exception) -> bool:
-    """True for gRPC UNAVAILABLE: the server is gone, or it refused this request (overload,
-    execution timeout); `server_gone` tells which."""
-    return isinstance(err, InferenceServerException) and err.status() == "StatusCode.UNAVAILABLE"
-
-
-def server_gone(client: grpcclient.InferenceServerClient, timeout_s: float = 5.0) -> bool:
+def lost_server(err: Exception, client: grpcclient.InferenceServerClient, timeout_s: float = 5.0) -> bool:
+    """Whether `err` means the server is gone: gRPC UNAVAILABLE and the server no longer live
+    (UNAVAILABLE alone may be a refusal of this one request: overload, execution timeout)."""
+    if not (isinstance(err, InferenceServerException) and err.status() == "StatusCode.UNAVAILABLE"):
+        return False
     try:
         return not client.is_server_live(client_timeout=timeout_s)
     except InferenceServerException:

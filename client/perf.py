@@ -41,7 +41,7 @@ from tritonclient.utils import shared_memory as shm
 
 from client import server_stats
 from client.connection import (DEFAULT_URL, EXIT_UNAVAILABLE, ServerUnavailable, connect,
-                               exit_unavailable, is_unavailable, server_gone)
+                               exit_unavailable, lost_server)
 from client.perf_inputs import TensorSpec, load_samples, parse_shape_args, tensor_specs
 from client.perf_inputs import to_perf_analyzer_json
 
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RequestError, InferenceServerException) as err:
         cause = err.args[0] if isinstance(err, RequestError) else err
         print(f"error: requests to '{args.model}' at {args.url} failed: {cause}", file=sys.stderr)
-        code = EXIT_UNAVAILABLE if is_unavailable(cause) and server_gone(client) else 1
+        code = EXIT_UNAVAILABLE if lost_server(cause, client) else 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         code = 130
