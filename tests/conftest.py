@@ -2,6 +2,7 @@
 server processes on loopback ports."""
 
 import os
+import pathlib
 import shutil
 import sys
 
@@ -14,7 +15,6 @@ from tests.serverproc import start_server  # noqa: E402
 
 TEST_MODELS = os.path.join(ROOT, "tests", "models")
 POSE_REPO = os.path.join(ROOT, "model_repository")
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
 def copy_test_repo(dest) -> str:
@@ -23,6 +23,29 @@ def copy_test_repo(dest) -> str:
     repo = os.path.join(str(dest), "models")
     shutil.copytree(TEST_MODELS, repo, ignore=shutil.ignore_patterns("__pycache__", "build_onnx.py"))
     build_onnx.add_sub(os.path.join(repo, "add_onnx", "1", "model.onnx"))
+    return repo
+
+
+def subset_repo(test_repo, dest, *names) -> pathlib.Path:
+    """A repository at `dest` holding copies of the named models of `test_repo`."""
+    repo = pathlib.Path(dest)
+    for name in names:
+        shutil.copytree(os.path.join(test_repo, name), repo / name)
+    return repo
+
+
+def build_pose_repo(dest) -> str:
+    """The model directories of model_repository/ copied into `dest` (created if missing, may
+    already hold other models), with a reduced-size random-weight HRNet exported there."""
+    from hrnet import export
+    repo = str(dest)
+    for name in os.listdir(POSE_REPO):
+        src = os.path.join(POSE_REPO, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(repo, name), dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
+    export.main(["--out", os.path.join(repo, "hrnet_om", "1", "model.onnx"), "--width", "8",
+                 "--blocks", "1", "--no-check"])
     return repo
 
 
@@ -50,12 +73,7 @@ def triton_client(server):
 @pytest.fixture(scope="session")
 def tiny_pose_repo(tmp_path_factory):
     """model_repository/ with a reduced-size random-weight HRNet (fast on 2 cores)."""
-    repo = os.path.join(str(tmp_path_factory.mktemp("pose")), "model_repository")
-    shutil.copytree(POSE_REPO, repo, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
-    from hrnet import export
-    export.main(["--out", os.path.join(repo, "hrnet_om", "1", "model.onnx"), "--width", "8",
-                 "--blocks", "1", "--no-check"])
-    return repo
+    return build_pose_repo(os.path.join(str(tmp_path_factory.mktemp("pose")), "model_repository"))
 
 
 @pytest.fixture(scope="session")

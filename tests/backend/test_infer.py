@@ -1,10 +1,10 @@
 """ModelInfer and ModelStreamInfer over real RPCs: request ids, output selection and order,
 raw_output_contents, BYTES, typed contents, 12 MB messages, and answers never mixed up."""
 
+import concurrent.futures
 import json
 import queue
 import struct
-import threading
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -162,11 +162,10 @@ def test_threads_hammering_the_onnx_model(server):
                     errors.append(seed)
         finally:
             client.close()
-    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(worker, s) for s in range(4)]
+        for f in futures:
+            f.result(timeout=60)  # a worker's exception (or a hang) fails the test
     assert not errors
 
 

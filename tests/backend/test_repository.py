@@ -2,7 +2,6 @@
 unload_dependents, requests in flight), version policy, failed models, --model-config-name."""
 
 import json
-import os
 import re
 import queue
 import time
@@ -12,6 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tests.backend.rpc_helpers import expect_error, infer_input
+from tests.conftest import subset_repo
 from tests.serverproc import start_server
 
 
@@ -222,9 +222,7 @@ BROKEN = {
 
 
 def test_broken_configurations_are_unavailable_with_their_reason(tmp_path, test_repo):
-    import shutil
-    repo = tmp_path / "repo"
-    shutil.copytree(os.path.join(test_repo, "identity"), repo / "identity")
+    repo = subset_repo(test_repo, tmp_path / "repo", "identity")
     for name, (text, _) in BROKEN.items():
         (repo / name).mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(text)

@@ -1,7 +1,9 @@
 """Client test fixtures: the bundled COCO mini set, its ground truth as server answers, and an
 in-process fake Triton server (tests/client/fake_triton.py) that returns those answers."""
 
+import json
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,11 @@ from tests.client.fake_triton import FakeServer, FakeTriton, digest
 @pytest.fixture(scope="session")
 def mini_set() -> coco.CocoImages:
     return coco.load_images(*coco.official_layout(coco.PROJECT_COCO_ROOT))
+
+
+def read_summary(out: Path) -> dict:
+    """The summary coco_eval writes next to its results file `out`."""
+    return json.loads(out.with_name(out.stem + ".summary.json").read_text())
 
 
 def truth_as_detections(mini_set, image_id):

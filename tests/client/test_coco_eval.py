@@ -14,13 +14,10 @@ import grpc
 import pytest
 
 from client import coco_eval
+from tests.client.conftest import read_summary
 from tests.client.fake_triton import FakeServer, FakeTriton, digest
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def read_summary(out: Path) -> dict:
-    return json.loads(out.with_name(out.stem + ".summary.json").read_text())
 
 
 def test_perfect_answers_score_one(fake_server, mini_set, tmp_path, capsys):

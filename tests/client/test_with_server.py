@@ -10,12 +10,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from client import coco_eval, perf, visualize
+from tests.client.conftest import read_summary
 
 QUICK = ["-s", "50", "-r", "6"]   # lenient stability, few windows: a smoke-size measurement
-
-
-def read_summary(out):
-    return json.loads(out.with_name(out.stem + ".summary.json").read_text())
 
 
 def pose_requests(url) -> int:

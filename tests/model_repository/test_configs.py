@@ -13,6 +13,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from hrnet import preprocess as pp
+from hrnet.grouping import GroupingParams
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = ROOT / "model_repository"
@@ -216,14 +217,13 @@ def test_preprocess_model_rejects_bad_parameters(parameters, message):
         load_model("preprocess", parameters)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def grouping_model():
-    pytest.importorskip("hrnet.grouping")
+    """(module, initialized model): the tests only read its params and call it."""
     return load_model("grouping")
 
 
 def test_grouping_model_parameters_are_mmpose_test_cfg(grouping_model):
-    from hrnet.grouping import GroupingParams
     module, model = grouping_model
     assert model.params == GroupingParams()
     params = module.parse_params({"refine": "False", "detection_threshold": "0.2", "max_num_people": "5",

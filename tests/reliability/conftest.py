@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from tests.conftest import build_pose_repo
 from tests.serverproc import start_server
 
 # Log lines that mean an exception escaped the server's own error handling.
@@ -31,15 +32,11 @@ def escaped_exceptions(log: str) -> list:
 
 
 @pytest.fixture(scope="session")
-def rel_repo(test_repo, tiny_pose_repo, tmp_path_factory):
-    """The test models and the pose pipeline side by side in one repository."""
+def rel_repo(test_repo, tmp_path_factory):
+    """The test models and the pose pipeline (tiny network) side by side in one repository."""
     repo = os.path.join(str(tmp_path_factory.mktemp("rel")), "models")
     shutil.copytree(test_repo, repo)
-    for name in os.listdir(tiny_pose_repo):
-        src = os.path.join(tiny_pose_repo, name)
-        if os.path.isdir(src):
-            shutil.copytree(src, os.path.join(repo, name))
-    return repo
+    return build_pose_repo(repo)
 
 
 def model_names(repo) -> list:

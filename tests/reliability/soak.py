@@ -33,17 +33,8 @@ REQUEST_TIMEOUT = 600
 
 def build_repo(dest: str) -> str:
     """The test models and the pose pipeline (reduced random-weight network) in one repository."""
-    from hrnet import export
-    from tests.conftest import POSE_REPO, copy_test_repo
-    repo = copy_test_repo(dest)
-    for name in os.listdir(POSE_REPO):
-        src = os.path.join(POSE_REPO, name)
-        if os.path.isdir(src):
-            shutil.copytree(src, os.path.join(repo, name), dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
-    export.main(["--out", os.path.join(repo, "hrnet_om", "1", "model.onnx"), "--width", "8", "--blocks", "1",
-                 "--no-check"])
-    return repo
+    from tests.conftest import build_pose_repo, copy_test_repo
+    return build_pose_repo(copy_test_repo(dest))
 
 
 def pose_images() -> list:

@@ -3,8 +3,6 @@ a client that cancels or whose deadline passes frees its slot (and a queued requ
 never run); a model that fails to load or is unloaded with requests in flight; the concurrency
 limit; SIGTERM finishes the requests in flight and exits 0 within the grace period."""
 
-import os
-import shutil
 import signal
 import threading
 import time
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 
 from proto import grpc_service_pb2 as pb
+from tests.conftest import subset_repo
 from tests.serverproc import start_server
 
 from .conftest import escaped_exceptions
@@ -28,10 +27,7 @@ MAX_INFLIGHT = 4
 
 @pytest.fixture(scope="module")
 def fault_repo(test_repo, tmp_path_factory):
-    repo = tmp_path_factory.mktemp("faults") / "models"
-    for name in FAULT_MODELS:
-        shutil.copytree(os.path.join(test_repo, name), repo / name)
-    return str(repo)
+    return str(subset_repo(test_repo, tmp_path_factory.mktemp("faults") / "models", *FAULT_MODELS))
 
 
 @pytest.fixture(scope="module")

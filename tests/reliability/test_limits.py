@@ -1,13 +1,11 @@
 """Configurable limits with clear errors: request size (--max-request-bytes). The concurrency
 limit is in test_faults.py, the image pixel limit (preprocess max_image_pixels) in the matrix."""
 
-import os
-import shutil
-
 import grpc
 import numpy as np
 import pytest
 
+from tests.conftest import subset_repo
 from tests.serverproc import start_server
 
 from .samples import check_serves
@@ -17,8 +15,7 @@ LIMIT = 64 * 1024
 
 
 def test_request_size_limit(test_repo, tmp_path):
-    repo = tmp_path / "models"
-    shutil.copytree(os.path.join(test_repo, "identity"), repo / "identity")
+    repo = subset_repo(test_repo, tmp_path / "models", "identity")
     with start_server(repo, "--max-request-bytes", LIMIT) as s, Client(s.url) as c:
         big = request("identity", {"INPUT0": np.zeros((1, LIMIT // 4), np.float32)})
         code, details, _ = c.infer(big)

@@ -1,9 +1,6 @@
 """--grpc-restricted-protocol=<api list>:<header>=<value>, as Triton: the listed API groups refuse
 calls without the header (UNAVAILABLE, Triton's message), the others work."""
 
-import os
-import shutil
-
 import grpc
 import numpy as np
 import pytest
@@ -11,6 +8,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from proto import grpc_service_pb2 as pb
+from tests.backend.rpc_helpers import infer_input
+from tests.conftest import subset_repo
 from tests.serverproc import start_server
 
 from .wire import Client, request
@@ -50,8 +49,7 @@ def _refusal(key):
 
 @pytest.fixture(scope="module")
 def restricted_server(test_repo, tmp_path_factory):
-    repo = tmp_path_factory.mktemp("restricted") / "models"
-    shutil.copytree(os.path.join(test_repo, "identity"), repo / "identity")
+    repo = subset_repo(test_repo, tmp_path_factory.mktemp("restricted") / "models", "identity")
     with start_server(repo, "--model-control-mode", "explicit", "--load-model", "identity",
                       f"--grpc-restricted-protocol={','.join(ADMIN_GROUPS)}:{ADMIN[0]}={ADMIN[1]}",
                       f"--grpc-restricted-protocol={','.join(INFER_GROUPS)}:{INFER[0]}={INFER[1]}") as s:
@@ -104,8 +102,7 @@ def test_tritonclient_headers(restricted_server):
         with pytest.raises(InferenceServerException, match="expecting header 'admin-key'"):
             c.get_model_repository_index()
         assert len(c.get_model_repository_index(headers=dict([ADMIN])).models) == 1
-        x = grpcclient.InferInput("INPUT0", [1, 2], "FP32")
-        x.set_data_from_numpy(np.ones((1, 2), np.float32))
+        x = infer_input("INPUT0", np.ones((1, 2), np.float32))
         with pytest.raises(InferenceServerException, match="expecting header 'infer-key'"):
             c.infer("identity", [x])
         assert c.infer("identity", [x], headers=dict([INFER])).as_numpy("OUTPUT0").tolist() == [[1, 1]]

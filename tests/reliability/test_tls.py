@@ -1,7 +1,6 @@
 """TLS for gRPC with tritonserver's flags, certificates made at test time (openssl), clients
 with tritonclient's `ssl=True` options: server-only TLS and mutual TLS."""
 
-import os
 import shutil
 import subprocess
 
@@ -10,6 +9,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from tests.backend.rpc_helpers import infer_input
+from tests.conftest import subset_repo
 from tests.serverproc import start_server
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
@@ -40,16 +41,12 @@ def certs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tls_repo(test_repo, tmp_path_factory):
-    repo = tmp_path_factory.mktemp("tls") / "models"
-    shutil.copytree(os.path.join(test_repo, "identity"), repo / "identity")
-    return str(repo)
+    return str(subset_repo(test_repo, tmp_path_factory.mktemp("tls") / "models", "identity"))
 
 
 def _infer(client) -> np.ndarray:
     x = np.arange(6, dtype=np.float32).reshape(1, 6)
-    inp = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
-    inp.set_data_from_numpy(x)
-    out = client.infer("identity", [inp]).as_numpy("OUTPUT0")
+    out = client.infer("identity", [infer_input("INPUT0", x)]).as_numpy("OUTPUT0")
     np.testing.assert_array_equal(out, x)
     return out
 

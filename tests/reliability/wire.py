@@ -140,11 +140,6 @@ class ShmRegion:
             f.seek(offset)
             f.write(data)
 
-    def read(self, n: int, offset=0) -> bytes:
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            return f.read(n)
-
     def unlink(self):
         try:
             os.unlink(self.path)
