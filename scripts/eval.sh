@@ -5,29 +5,23 @@ set -uo pipefail
 PY=${PYTHON:-.venv/bin/python}
 REPO=${REPO:-model_repository}
 OUT=${OUT:-results}
-PORT=${EVAL_PORT:-$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-URL=127.0.0.1:$PORT
 mkdir -p "$OUT"
 LOG=$OUT/server.log
 
-$PY -m backend.server --model-repository "$REPO" --host 127.0.0.1 --grpc-port "$PORT" >"$LOG" 2>&1 &
+# Port 0: the server binds a free port and logs it (no window for another process to take it).
+$PY -m backend.server --model-repository "$REPO" --host 127.0.0.1 --grpc-port "${EVAL_PORT:-0}" >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
 
-echo "server pid $SERVER on $URL (log: $LOG); waiting for hrnet_pose..."
-$PY - "$URL" <<'PY' || { echo "server did not become ready; log:"; tail -n 30 "$LOG"; exit 1; }
-import sys, time
-import tritonclient.grpc as g
-c = g.InferenceServerClient(sys.argv[1])
-for _ in range(600):
-    try:
-        if c.is_model_ready("hrnet_pose"):
-            sys.exit(0)
-    except Exception:
-        pass
-    time.sleep(0.2)
-sys.exit(1)
-PY
+URL=
+for _ in $(seq 600); do
+    URL=$(grep -oE 'Started GRPCInferenceService at [^ ]+' "$LOG" | head -n 1 | awk '{print $NF}')
+    [ -n "$URL" ] || ! kill -0 $SERVER 2>/dev/null && break
+    sleep 0.2
+done
+echo "server pid $SERVER on ${URL:-?} (log: $LOG); waiting for hrnet_pose..."
+[ -n "$URL" ] && $PY -c 'import sys; from tests.serverproc import wait_ready; wait_ready(sys.argv[1], "hrnet_pose", 120)' "$URL" \
+    || { echo "server did not become ready; log:"; tail -n 30 "$LOG"; exit 1; }
 
 status=0
 $PY -m client.coco_eval --url "$URL" --out "$OUT/results.json" || status=$?
