@@ -118,7 +118,13 @@ def _jpeg_header(data: bytes) -> tuple[int, int]:
     return size
 
 
-def decode_image(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
+# Defaults of the preprocess model's limits: declared image size (decompression bombs), and the
+# network input's pixels (512 x 8192: aspect ratios up to 16:1).
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_INPUT_PIXELS = 512 * 8192
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a JPEG/PNG as mmcv.imfrombytes(flag='color', channel_order='rgb') does.
 
     Returns uint8 HxWx3 RGB (grayscale, palette, alpha and 16-bit PNGs become 8-bit RGB

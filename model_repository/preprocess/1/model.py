@@ -26,9 +26,9 @@ class TritonPythonModel:
         unknown = set(params) - {"input_size", "flip_test", "max_image_pixels", "max_input_pixels"}
         if unknown:
             raise ValueError(f"{self.model_name}: unknown parameter(s) {sorted(unknown)}")
-        self.input_size = _positive_int(params, "input_size", "512", self.model_name)
-        self.max_pixels = _positive_int(params, "max_image_pixels", "40000000", self.model_name)
-        self.max_input_pixels = _positive_int(params, "max_input_pixels", "4194304", self.model_name)
+        self.input_size = _positive_int(params, "input_size", 512, self.model_name)
+        self.max_pixels = _positive_int(params, "max_image_pixels", preprocess.MAX_IMAGE_PIXELS, self.model_name)
+        self.max_input_pixels = _positive_int(params, "max_input_pixels", preprocess.MAX_INPUT_PIXELS, self.model_name)
         flip = params.get("flip_test", "true").strip().lower()
         if flip not in _BOOLEANS:
             raise ValueError(
