@@ -47,8 +47,7 @@ class InferenceCore:
             wanted = names
         failed = []
         for name in wanted:
-            entry = self.repository.entries.get(name)
-            if entry is not None and entry.versions:
+            if self.repository.is_loaded(name):
                 continue  # already loaded as a step of an ensemble earlier in the list
             try:
                 await self.repository.load(name)

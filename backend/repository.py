@@ -141,6 +141,11 @@ class Repository:
             raise NotFound(f"Request for unknown model: '{name}' has no available versions")
         return e.versions[max(e.versions)]
 
+    def is_loaded(self, name: str) -> bool:
+        """Whether some version of `name` is loaded (a known model with versions)."""
+        e = self.entries.get(name)
+        return e is not None and bool(e.versions)
+
     def is_ready(self, name: str, version: str = "") -> bool:
         """Whether `name` (`version`, or its latest) is loaded and ready. Loading, failed, unloaded
         or a version not loaded is just "not ready"; only an unknown name or a malformed version
@@ -254,8 +259,7 @@ class Repository:
         out = {}
         if backend == "ensemble":
             for step_name, step_version in ensemble_backend.step_models(config):
-                se = self.entries.get(step_name)
-                if se is None or not se.versions:
+                if not self.is_loaded(step_name):
                     await self.load(step_name, _stack=stack)
                 self.entry(step_name).dependents.add(config.name)
             for v in chosen:
