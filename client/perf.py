@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import itertools
 import json
 import os
@@ -74,9 +75,23 @@ class Window:
     def avg_latency_us(self) -> float:
         return float(self.latencies_ns.mean()) / 1e3 if self.count else 0.0
 
+    @property
+    def avg_send_us(self) -> float:
+        """Marshalling time per request ('Client Send')."""
+        return self.send_ns / max(self.count, 1) / 1e3
+
+    @property
+    def avg_recv_us(self) -> float:
+        """Unmarshalling time per request ('Client Recv')."""
+        return self.recv_ns / max(self.count, 1) / 1e3
+
+    @functools.cached_property
+    def _sorted_ns(self) -> np.ndarray:
+        return np.sort(self.latencies_ns)
+
     def percentile_us(self, p: int) -> float:
         """perf_analyzer's rule: the sorted latency at index round(p/100 * (n-1))."""
-        ordered = np.sort(self.latencies_ns)
+        ordered = self._sorted_ns
         if not ordered.size:
             return 0.0
         return float(ordered[int(p / 100 * (ordered.size - 1) + 0.5)]) / 1e3
@@ -191,21 +206,27 @@ class Load:
         self._threads: list[threading.Thread] = []
         self._pending: dict[str, tuple[int, int, int]] = {}
         self._request_ids = itertools.count()
+        self._prepared = [self._sample_inputs(i) for i in range(len(samples))]
         if mode == "streaming":
             self.client.start_stream(callback=self._on_stream)
 
     # -- request building and reading ------------------------------------------------------
-    def _build(self, slot: int):
-        sample_index = next(self._next_sample) % len(self.samples)
-        sample = self.samples[sample_index]
+    def _sample_inputs(self, index: int):
+        """The InferInputs of one sample: set up (data serialised) once, then sent as they are,
+        as perf_analyzer prepares its inputs."""
+        sample = self.samples[index]
         inputs = []
         for spec in self.inputs:
             tensor = grpcclient.InferInput(spec.name, list(sample[spec.name].shape), spec.datatype)
             if self.regions:
-                tensor.set_shared_memory(*self.regions.input(spec.name, sample_index))
+                tensor.set_shared_memory(*self.regions.input(spec.name, index))
             else:
                 tensor.set_data_from_numpy(sample[spec.name])
             inputs.append(tensor)
+        return inputs
+
+    def _build(self, slot: int):
+        inputs = self._prepared[next(self._next_sample) % len(self.samples)]
         outputs = []
         for spec in self.outputs:
             requested = grpcclient.InferRequestedOutput(spec.name)
@@ -395,7 +416,7 @@ def report_level(concurrency: int, merged: Window, stable: bool, model: str,
     if merged.count:
         lat = merged.latencies_ns / 1e3
         std = float(lat.std(ddof=1)) if merged.count > 1 else 0.0
-        send, recv = merged.send_ns / merged.count / 1e3, merged.recv_ns / merged.count / 1e3
+        send, recv = merged.avg_send_us, merged.avg_recv_us
         lines.append(f"    Avg latency: {merged.avg_latency_us:.0f} usec "
                      f"(standard deviation {std:.0f} usec)")
         lines += [f"    p{p} latency: {merged.percentile_us(p):.0f} usec" for p in PERCENTILES]
@@ -410,8 +431,7 @@ def report_level(concurrency: int, merged: Window, stable: bool, model: str,
 
 def csv_row(concurrency: int, merged: Window, model: str) -> list:
     """A row of perf_analyzer's CSV (microseconds, integers as perf_analyzer writes them)."""
-    n = max(merged.count, 1)
-    send, recv = merged.send_ns / n / 1e3, merged.recv_ns / n / 1e3
+    send, recv = merged.avg_send_us, merged.avg_recv_us
     server = merged.server.get(model)
     parts = [0.0] * len(server_stats.PARTS)
     if server and server.success_count:   # perf_analyzer divides every part by successes
@@ -456,11 +476,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def write_csv(path: Path, rows: list[list], header: list[str] = CSV_HEADER) -> None:
+def write_csv(path: Path, rows: list[list]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(header)
+        writer.writerow(CSV_HEADER)
         # perf_analyzer sorts the rows by throughput.
         writer.writerows(sorted(rows, key=lambda r: r[1]))
 
