@@ -559,21 +559,22 @@ def _sort_desc(bound, ids, n):
 
 
 @njit(cache=True, nogil=True)
-def _refine_cells(R, H, T, k, cys, cxs, n, prev, best, best_flat):
-    """_refine_cell over the first n listed cells of joint k, computed first if need be."""
+def _refine_cells(R, H, T, k, cells, n, prev, best, best_flat):
+    """_refine_cell over the first n listed cells (cy * w + cx) of joint k, computed first if
+    need be."""
     hslot, hstore, tslot, tstore = H.slot, H.store, T.slot, T.store
+    w = hslot.shape[2]
     missing = False
     for i in range(n):
-        missing |= hslot[k, cys[i], cxs[i]] == 0 or tslot[k, cys[i], cxs[i]] == 0
+        missing |= hslot[k, cells[i] // w, cells[i] % w] == 0 or tslot[k, cells[i] // w, cells[i] % w] == 0
     if missing:
         ks = np.full(n, k, np.int64)
-        fill(R, H, ks, cys[:n], cxs[:n], True)
-        fill(R, T, ks, cys[:n], cxs[:n], False)
-    width = hslot.shape[2] * CELL
+        fill(R, H, ks, cells[:n] // w, cells[:n] % w, True)
+        fill(R, T, ks, cells[:n] // w, cells[:n] % w, False)
     for i in range(n):
-        cy, cx = cys[i], cxs[i]
+        cy, cx = cells[i] // w, cells[i] % w
         best, best_flat = _refine_cell(hstore[hslot[k, cy, cx] - 1, 0], tstore[tslot[k, cy, cx] - 1],
-                                       cy, cx, width, prev, best, best_flat)
+                                       cy, cx, w * CELL, prev, best, best_flat)
     return best, best_flat
 
 
@@ -606,16 +607,12 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
     tile_bound = np.empty(TILE * TILE, np.float32)
     tile_id = np.empty(TILE * TILE, np.int64)
     cell_bound = np.empty(TILE * TILE, np.float32)
-    cell_y = np.empty(max(TILE * TILE, len(seed_cells)), np.int64)
-    cell_x = np.empty(max(TILE * TILE, len(seed_cells)), np.int64)
+    cell_id = np.empty(TILE * TILE, np.int64)
     for q in queries:
         k = joints[q]
         p = prev[q]
-        n = 0
-        for s in range(seed_start[q], seed_start[q + 1]):
-            cell_y[n], cell_x[n] = seed_cells[s] // w, seed_cells[s] % w
-            n += 1
-        best, best_flat = _refine_cells(R, H, T, k, cell_y, cell_x, n, p, NEG, np.int64(-1))
+        seeds = seed_cells[seed_start[q]:seed_start[q + 1]]
+        best, best_flat = _refine_cells(R, H, T, k, seeds, len(seeds), p, NEG, np.int64(-1))
         for b in range(blocks):
             block_bound[b] = _upper(block_heat[k, b], block_lo, block_hi, k, b, p) if block_done[k, b] else block_heat[k, b]
             block_id[b] = b
@@ -656,26 +653,14 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
                     for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
                         bound = _upper(cell_heat[k, cy, cx], tile_lo, tile_hi, slot, (cy % TILE) * TILE + cx % TILE, p)
                         if bound >= best:
-                            cell_bound[c], cell_y[c], cell_x[c] = bound, cy, cx
+                            cell_bound[c], cell_id[c] = bound, cy * w + cx
                             c += 1
-                _sort_cells(cell_bound, cell_y, cell_x, c)
+                _sort_desc(cell_bound, cell_id, c)
                 while c and cell_bound[c - 1] < best:  # raised by earlier cells of this tile
                     c -= 1
-                best, best_flat = _refine_cells(R, H, T, k, cell_y, cell_x, c, p, best, best_flat)
+                best, best_flat = _refine_cells(R, H, T, k, cell_id, c, p, best, best_flat)
         out[q] = best_flat
     return out
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _sort_cells(bound, ys, xs, n):
-    """Insertion sort of the first n cells by descending bound."""
-    for i in range(1, n):
-        b, y, x = bound[i], ys[i], xs[i]
-        pos = i
-        while pos > 0 and bound[pos - 1] < b:
-            bound[pos], ys[pos], xs[pos] = bound[pos - 1], ys[pos - 1], xs[pos - 1]
-            pos -= 1
-        bound[pos], ys[pos], xs[pos] = b, y, x
 
 
 # ------------------------------------------------------------------------------ assignment
