@@ -65,6 +65,30 @@ def parse_version(version: str) -> int:
     return v
 
 
+def _write_model_files(name: str, files: dict):
+    """RepositoryModelLoad's files in a fresh temporary model folder: (tmpdir, model folder).
+    Any failure removes the folder."""
+    # realpath: the containment check below compares resolved paths (/tmp may be a link).
+    tmpdir = os.path.realpath(tempfile.mkdtemp(prefix="model-"))
+    src_dir = os.path.join(tmpdir, name)
+    try:
+        os.makedirs(src_dir)
+        for rel, data in files.items():
+            dest = os.path.realpath(os.path.join(src_dir, rel))
+            if not rel or os.path.isabs(rel) or not dest.startswith(src_dir + os.sep):
+                raise InvalidArgument(f"failed to load '{name}': file path '{rel}' leaves the model folder")
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "wb") as f:
+                f.write(data)
+    except BaseException as err:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        if isinstance(err, (OSError, ValueError)):  # a name too long or with a NUL, a file where a folder must be...
+            raise InvalidArgument(f"failed to load '{name}': cannot write the model files: "
+                                  f"{getattr(err, 'strerror', None) or err}") from None
+        raise
+    return tmpdir, src_dir
+
+
 class ModelEntry:
     def __init__(self, name: str):
         self.name = name
@@ -189,24 +213,7 @@ class Repository:
             if not override_json:
                 raise InvalidArgument(f"failed to load '{name}': 'config' must be provided together with "
                                       f"model files")
-            # realpath: the containment check below compares resolved paths (/tmp may be a link).
-            tmpdir = os.path.realpath(tempfile.mkdtemp(prefix="model-"))
-            src_dir = os.path.join(tmpdir, name)
-            try:
-                os.makedirs(src_dir)
-                for rel, data in files.items():
-                    dest = os.path.realpath(os.path.join(src_dir, rel))
-                    if not rel or os.path.isabs(rel) or not dest.startswith(src_dir + os.sep):
-                        shutil.rmtree(tmpdir, ignore_errors=True)
-                        raise InvalidArgument(f"failed to load '{name}': file path '{rel}' leaves the model "
-                                              f"folder")
-                    os.makedirs(os.path.dirname(dest), exist_ok=True)
-                    with open(dest, "wb") as f:
-                        f.write(data)
-            except (OSError, ValueError) as err:  # a name too long or with a NUL, a file where a folder must be...
-                shutil.rmtree(tmpdir, ignore_errors=True)
-                raise InvalidArgument(f"failed to load '{name}': cannot write the model files: "
-                                      f"{getattr(err, 'strerror', None) or err}")
+            tmpdir, src_dir = _write_model_files(name, files)
         elif not os.path.isdir(model_dir):
             raise InvalidArgument(f"failed to load '{name}', failed to poll from model repository: no "
                                   f"model folder '{name}'")
