@@ -204,10 +204,12 @@ def _reused(name, shape, dtype, zero=False):
     return out
 
 
-def _cache(name, maps, store_shape):
-    """An empty kernels.Cache over maps [M, K, h, w] with a store of store_shape."""
-    batch, k, h, w = maps.shape
-    return kernels.Cache(maps, _reused(name + " slot", (k, h, w), np.int32, zero=True),
+def _cache(name, out, chan, store_shape):
+    """A kernels.Cache over the output out [M, 2K, h, w], joint k's channel in pass m chan[m, k],
+    with a store of store_shape (its slots are emptied by kernels.prepare)."""
+    batch, h, w = out.shape[0], out.shape[2], out.shape[3]
+    k = chan.shape[1]
+    return kernels.Cache(out, chan, _reused(name + " slot", (k, h, w), np.int32),
                          _reused(name + " store", store_shape, _F32), np.zeros(k, np.int64),
                          np.empty((k, batch, STRIDE * STRIDE), _F32), np.empty((k, 3, STRIDE), _F32))
 
@@ -232,12 +234,21 @@ class _Maps:
         self.k = k
         self.low = (h, w)
         self.size = (STRIDE * w, STRIDE * h)  # (W, H)
-        self.heat = np.empty((batch, k, h, w), _F32)
-        self.tags = np.empty((batch, k, h, w), _F32)
-        mean = np.empty((k, h, w), _F32)
+        self.tag_dims = batch
+        self.ny, self.nx = -(-h // _TILE), -(-w // _TILE)
+        # the kernels read the output where it is (the second pass mirrored, its left/right
+        # channels swapped): copying 7 MB costs more than everything they compute from it
         flip = np.asarray(FLIP_INDEX if params.flip_test else range(k), np.int64)
-        top = max(_in_parallel(lambda joints: kernels.split(out, joints, flip, self.heat, self.tags, mean),
-                               _interleave(np.arange(k), params.threads)))
+        chan = np.stack([np.arange(k), flip])[:batch]
+        # scratch of the calling thread's (kernels.prepare fills or empties what is read)
+        cell = _reused("cell bounds", (k, h, w), _F32)
+        tile = _reused("tile bounds", (k, self.ny, self.nx), _F32)
+        cells = k * h * w
+        heat = _cache("heat", out, chan, (cells, 1, kernels.HEAT_ROW))
+        tags = _cache("tags", out, chan + k, (cells, batch, kernels.TAG_ROW))
+        tops = np.max(_in_parallel(lambda joints: kernels.prepare(out, joints, flip, cell, tile, heat.slot, tags.slot),
+                                   _interleave(np.arange(k), params.threads)), axis=0)
+        top = tops.max()
         if top >= 0x7F800000:
             raise ValueError("output contains NaN or infinite values")
         big = float(np.uint32(top).view(_F32))  # the largest |value|
@@ -245,22 +256,10 @@ class _Maps:
             # beyond this, float32 sums lose the precision the bounds rely on (and no network
             # emits such values): refuse rather than search forever
             raise ValueError(f"output values must lie within +-{MAX_ABS_VALUE:g}, got one of magnitude {big:g}")
-        self.tag_dims = batch
-        self.ny, self.nx = -(-h // _TILE), -(-w // _TILE)
-        # Heat bound per cell: a resized value is a convex combination of its 3x3 neighbourhood
-        # (in both passes, with the same weights, so the mean is too); rounding adds at most a
-        # few ulp of the largest magnitude.
-        # One cv2 call for all joints: stacked, the first and last rows of a joint also see its
-        # neighbour's, which only loosens the bound.
-        cell = cv2.dilate(mean.reshape(k * h, w), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-        cell = cell.reshape(k, h, w)
-        cell += kernels.REL * _F32(big) + kernels.ABS  # rounding slack
-        # stores: a slot for every cell, each joint's filled densely from its start
-        cells = k * h * w
-        resize = kernels.Resize(*_axis(h, STRIDE * h), *_axis(w, STRIDE * w), bool(params.fused_multiply_add))
-        self.grid = kernels.Grid(resize, _cache("heat", self.heat, (cells, 1, kernels.HEAT_ROW)),
-                                 _cache("tags", self.tags, (cells, batch, kernels.TAG_ROW)),
-                                 cell, kernels.tile_max(cell))
+        yidx, yw = _axis(h, STRIDE * h)
+        xidx, xw = _axis(w, STRIDE * w)
+        resize = kernels.Resize(yidx, yw, np.stack([xidx, w - 1 - xidx])[:batch], xw, bool(params.fused_multiply_add))
+        self.grid = kernels.Grid(resize, heat, tags, cell, tile)
         self._refine = None
 
     def refine_bounds(self):

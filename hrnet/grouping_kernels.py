@@ -7,6 +7,8 @@ cell (the 4x4 input-size pixels of one low-resolution pixel) at a time, and kept
 the call in a dense store (a slot per cell: a sparse cache would cost a page fault per cell).
 Searches skip cells, tiles (4x4 cells) and blocks (4x4 tiles) by upper bounds computed from the
 low-resolution maps: a resized value is a convex combination of its cell's 3x3 neighbourhood.
+The low-resolution maps are read where the network left them (the mirrored pass mirrored): the
+maps are 7 MB, and copying them cost more than everything computed from them.
 
 grouping._Maps builds the Grid. Kernels unpack it once: reading a field of a large tuple inside a
 loop, or passing one to a function that is not inlined, costs more than the arithmetic. They
@@ -29,15 +31,17 @@ NEG = np.float32(-np.inf)
 
 # torch upsample_bilinear2d (align_corners=False) along input-size rows (y) and columns (x):
 # source indices (int64 [2, n]: i0, i1) and weights (float64 [2, n]: w0, w1, float32 values);
-# fma: its AVX2/AVX512 kernel fuses multiply-adds.
+# the column indices per pass [M, 2, n] (the second pass is read mirrored: w - 1 - i); fma: its
+# AVX2/AVX512 kernel fuses multiply-adds.
 Resize = namedtuple("Resize", "yidx yw xidx xw fma")
-# Cells computed so far: maps [M, K, h, w] float32 (M = 2 with flip test, the second already
-# un-mirrored), slot [K, h, w] int32 (1-based; 0: not computed) into store [K*h*w, 1, 17] (heat: the
+# Cells computed so far: maps: the network output [M, 2K, h, w] float32 itself (M = 2 with flip
+# test: the second pass is the mirrored input's, read mirrored), chan [M, K] the channel of joint
+# k's heat or tags in pass m (the flip index swaps left and right), slot [K, h, w] int32 (1-based; 0: not computed) into store [K*h*w, 1, 17] (heat: the
 # mean of the M resized maps, then its maximum) or [K*h*w, M, 18] (tags, then their minimum and
 # maximum), count [K] slots used per joint (joint k's are k*h*w onwards), scratch per joint pixels
 # [K, M, 16] and rows [K, 3, 4]. Everything of a joint is its own: joints can be worked on by
 # different threads at once.
-Cache = namedtuple("Cache", "maps slot store count pixels rows")
+Cache = namedtuple("Cache", "maps chan slot store count pixels rows")
 # cell_heat [K, h, w], tile_heat [K, ny, nx]: upper bounds of the heat.
 Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
 # Filled as refine needs them: tag ranges (float32 [..., M]: min and max per tag dimension) over the
@@ -53,51 +57,117 @@ RefineBounds = namedtuple("RefineBounds", "block_lo block_hi block_done block_he
 _ABS_BITS = np.uint32(0x7FFFFFFF)  # float32 bits less the sign: ordered as |value|; NaN/inf top
 
 
-@njit(cache=True, nogil=True)
-def split(out, joints, flip_index, heat, tags, mean):
-    """The network output out [M, 2K, h, w] as heat and tags [M, K, h, w] (with M = 2 the second
-    pass is flipped back and its left/right channels swapped, as mmpose does before resizing),
-    and the mean heat [K, h, w], for the listed joints. Returns the largest float32 bit pattern less the sign: |value|
-    as an integer, >= 0x7F800000 for a NaN or infinity. (Plain loops and integer maxima, which
-    the compiler vectorises; numba's slice assignment is several times slower.)"""
-    M, C, h, w = out.shape
-    K = C // 2
-    bits = out.view(np.uint32)
-    top = np.uint32(0)
-    for k in joints:
-        for y in range(h):
-            for x in range(w):
-                heat[0, k, y, x] = out[0, k, y, x]
-                tags[0, k, y, x] = out[0, K + k, y, x]
-                top = max(top, bits[0, k, y, x] & _ABS_BITS)
-                top = max(top, bits[0, K + k, y, x] & _ABS_BITS)
-        if M == 1:
-            for y in range(h):
-                for x in range(w):
-                    mean[k, y, x] = heat[0, k, y, x]
-            continue
-        kf = flip_index[k]
-        for y in range(h):
-            for x in range(w):
-                heat[1, k, y, x] = out[1, kf, y, w - 1 - x]
-                tags[1, k, y, x] = out[1, K + kf, y, w - 1 - x]
-                top = max(top, bits[1, kf, y, w - 1 - x] & _ABS_BITS)
-                top = max(top, bits[1, K + kf, y, w - 1 - x] & _ABS_BITS)
-                mean[k, y, x] = (heat[0, k, y, x] + heat[1, k, y, x]) / np.float32(2.0)
+@njit(cache=True, nogil=True, inline="always")
+def _max_abs_bits(values, top):
+    """max(top, the largest float32 bit pattern less the sign in values): |value| as an integer,
+    >= 0x7F800000 for a NaN or infinity."""
+    bits = values.reshape(-1).view(np.uint32)
+    for i in range(len(bits)):
+        top = max(top, bits[np.uintp(i)] & _ABS_BITS)
     return top
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mean_mirrored(out, a, b):
+    """out = (a + b mirrored) / 2 for [h, w] float32 arrays: the mean of the two passes' heat.
+    Indices are unsigned: numba's handling of negative indices would keep the compiler from
+    vectorising the loops."""
+    h, w = out.shape
+    o, x0, x1 = out.reshape(-1), a.reshape(-1), b.reshape(-1)
+    for y in range(h):
+        first = np.uintp(y * w)
+        last = np.uintp(y * w + w - 1)
+        for x in range(w):
+            o[first + np.uintp(x)] = (x0[first + np.uintp(x)] + x1[last - np.uintp(x)]) / np.float32(2.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _max3(out, a, b, c):
+    """out[x] = max(a[x], b[x], c[x]) for 1-D float32 arrays of one length."""
+    for x in range(len(out)):
+        out[np.uintp(x)] = max(max(a[np.uintp(x)], b[np.uintp(x)]), c[np.uintp(x)])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dilate(cell, mean, rows, slack):
+    """cell = max of mean [h, w] over each 3x3 neighbourhood (clipped at the edges) + slack, by way
+    of rows [h, w]: the 3-wide row maxima."""
+    h, w = mean.shape
+    for y in range(h):
+        src, dst = mean[y], rows[y]
+        if w < 3:
+            dst[:] = src.max()
+            continue
+        _max3(dst[1:w - 1], src[:w - 2], src[1:w - 1], src[2:])
+        dst[0] = max(src[0], src[1])
+        dst[w - 1] = max(src[w - 2], src[w - 1])
+    for y in range(h):
+        _max3(cell[y], rows[max(y - 1, 0)], rows[y], rows[min(y + 1, h - 1)])
+        for x in range(w):
+            cell[y, np.uintp(x)] += slack
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tile_max(out, cells):
+    """out [ceil(h/4), ceil(w/4)] = max of cells [h, w] over 4x4 blocks (clipped), by way of the
+    column maxima of each band of 4 rows."""
+    h, w = cells.shape
+    band = np.empty(w, cells.dtype)
+    for ty in range(out.shape[0]):
+        y0 = ty * TILE
+        for x in range(w):
+            band[np.uintp(x)] = cells[y0, np.uintp(x)]
+        for y in range(y0 + 1, min(h, y0 + TILE)):
+            for x in range(w):
+                band[np.uintp(x)] = max(band[np.uintp(x)], cells[y, np.uintp(x)])
+        for tx in range(out.shape[1]):
+            top = band[tx * TILE]
+            for x in range(tx * TILE + 1, min(w, tx * TILE + TILE)):
+                top = max(top, band[x])
+            out[ty, tx] = top
 
 
 @njit(cache=True, nogil=True)
 def tile_max(cells):
     """Max of cells [K, h, w] over 4x4 blocks (clipped): [K, ceil(h/4), ceil(w/4)]."""
     K, h, w = cells.shape
-    out = np.full((K, -(-h // TILE), -(-w // TILE)), -np.inf, cells.dtype)
+    out = np.empty((K, -(-h // TILE), -(-w // TILE)), cells.dtype)
     for k in range(K):
-        for y in range(h):
-            row = out[k, y // TILE]
-            for x in range(w):
-                row[x // TILE] = max(row[x // TILE], cells[k, y, x])
+        _tile_max(out[k], cells[k])
     return out
+
+
+@njit(cache=True, nogil=True)
+def prepare(out, joints, flip_index, cell, tile, heat_slot, tag_slot):
+    """For the listed joints of the network output out [M, 2K, h, w] (M = 2: the second pass is the
+    mirrored input's, its left/right channels swapped by flip_index): the bounds of the mean heat
+    per cell [K, h, w] and per tile [K, ny, nx], and the caches' slots emptied. A resized value is
+    a convex combination of its cell's 3x3 neighbourhood, in both passes with the same weights, so
+    their mean is too; the slack covers rounding, a few ulp of the joint's largest magnitude.
+    Returns each joint's largest |value| as float32 bits [K] (0 for joints not listed, >=
+    0x7F800000 for a NaN or infinity), for the caller to check before any search."""
+    M, C, h, w = out.shape
+    K = C // 2
+    tops = np.zeros(K, np.uint32)
+    mean = np.empty((h, w), np.float32)
+    rows = np.empty((h, w), np.float32)
+    for k in joints:
+        top = np.uint32(0)
+        for m in range(M):
+            source = k if m == 0 else flip_index[k]
+            top = _max_abs_bits(out[m, source], top)
+            top = _max_abs_bits(out[m, K + source], top)
+        if M == 1:
+            mean[:] = out[0, k]
+        else:
+            _mean_mirrored(mean, out[0, k], out[1, flip_index[k]])
+        if top < np.uint32(0x7F800000):
+            _dilate(cell[k], mean, rows, REL * np.uint32(top).view(np.float32) + ABS)
+            _tile_max(tile[k], cell[k])
+        heat_slot[k] = 0
+        tag_slot[k] = 0
+        tops[k] = top
+    return tops
 
 
 # ------------------------------------------------------------------------------ exact values
@@ -112,8 +182,8 @@ def _lerp(a, b, w0, w1, w0d, fma):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out, o0, o1):
-    """torch's resize of the low-resolution map maps[m, k] on one cell into out[o0, o1, :16]: each
+def _resize_cell(maps, m, c, yidx, yw, xidx, xw, fma, rows, k, cy, cx, out, o0, o1):
+    """torch's resize of the low-resolution map maps[m, c] on one cell into out[o0, o1, :16]: each
     source row is resized horizontally once (into rows[k] [3, 4]), then vertically: the per-pixel
     operations of its kernel."""
     y0, x0 = cy * CELL, cx * CELL
@@ -121,7 +191,7 @@ def _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, out, o0, o1)
     for r in range(yidx[1, y0 + CELL - 1] - base + 1):  # at most 3 source rows per cell
         for j in range(CELL):
             x = x0 + j
-            rows[k, r, j] = _lerp(maps[m, k, base + r, xidx[0, x]], maps[m, k, base + r, xidx[1, x]],
+            rows[k, r, j] = _lerp(maps[m, c, base + r, xidx[m, 0, x]], maps[m, c, base + r, xidx[m, 1, x]],
                                np.float32(xw[0, x]), np.float32(xw[1, x]), xw[0, x], fma)
     for i in range(CELL):
         y = y0 + i
@@ -137,7 +207,7 @@ def fill(R, C, ks, cys, cxs, mean):
     the next slot: with mean (the heat), the mean of the M resized maps and its maximum; else (the
     tags) each resized map and its minimum and maximum. One call for many cells: unpacking the
     tuples costs more than a cell."""
-    maps, slots, store, count, pixels, rows = C
+    maps, chan, slots, store, count, pixels, rows = C
     yidx, yw, xidx, xw, fma = R
     n = CELL * CELL
     for i in range(len(ks)):
@@ -147,9 +217,9 @@ def fill(R, C, ks, cys, cxs, mean):
         slot = k * slots.shape[1] * slots.shape[2] + count[k]
         for m in range(maps.shape[0]):  # (indices rather than row views: views cost more than a lerp)
             if mean:
-                _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, pixels, k, m)
+                _resize_cell(maps, m, chan[m, k], yidx, yw, xidx, xw, fma, rows, k, cy, cx, pixels, k, m)
             else:
-                _resize_cell(maps, m, k, yidx, yw, xidx, xw, fma, rows, cy, cx, store, slot, m)
+                _resize_cell(maps, m, chan[m, k], yidx, yw, xidx, xw, fma, rows, k, cy, cx, store, slot, m)
         if mean:
             top = NEG
             for p in range(n):
@@ -466,15 +536,21 @@ def _upper_cell(heat, tags, prev):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _tag_box(tags, k, cy0, cy1, cx0, cx1, lo, hi, i, j):
-    """lo/hi[i, j, :] = range of tags[:, k] over the 3x3 neighbourhoods of the cells in rows
-    [cy0, cy1) and columns [cx0, cx1): the low-resolution window one wider, clipped."""
+def _tag_box(T, k, cy0, cy1, cx0, cx1, lo, hi, i, j):
+    """lo/hi[i, j, :] = range of joint k's tags (cache T) over the 3x3 neighbourhoods of the cells
+    in rows [cy0, cy1) and columns [cx0, cx1): the low-resolution window one wider, clipped (the
+    second pass mirrored)."""
+    tags = T.maps
     h, w = tags.shape[2], tags.shape[3]
     for m in range(tags.shape[0]):
-        a = b = tags[m, k, max(0, cy0 - 1), max(0, cx0 - 1)]
+        src = tags[m, T.chan[m, k]]
+        x0, x1 = max(0, cx0 - 1), min(w, cx1 + 1)
+        if m == 1:
+            x0, x1 = w - x1, w - x0
+        a = b = src[max(0, cy0 - 1), x0]
         for y in range(max(0, cy0 - 1), min(h, cy1 + 1)):
-            for x in range(max(0, cx0 - 1), min(w, cx1 + 1)):
-                v = tags[m, k, y, x]
+            for x in range(x0, x1):
+                v = src[y, x]
                 a = min(a, v)
                 b = max(b, v)
         lo[i, j, m] = a
@@ -482,26 +558,28 @@ def _tag_box(tags, k, cy0, cy1, cx0, cx1, lo, hi, i, j):
 
 
 @njit(cache=True, nogil=True)
-def _tile_boxes(tags, k, ty, tx, r, rows_lo, rows_hi):
-    """Tag ranges of one tile's cells' 3x3 neighbourhoods and of the tile, into its next slot,
-    separably: ranges over 3 columns for each row of the tile's window (rows_lo/hi [6, 4]), then
-    over 3 of those rows. Returns the slot."""
+def _tile_boxes(T, k, ty, tx, r, rows_lo, rows_hi):
+    """Tag ranges of one tile's cells' 3x3 neighbourhoods and of the tile (joint k's tags, cache T,
+    the second pass mirrored), into its next slot, separably: ranges over 3 columns for each row
+    of the tile's window (rows_lo/hi [6, 4]), then over 3 of those rows. Returns the slot."""
+    tags = T.maps
     h, w = tags.shape[2], tags.shape[3]
     slot = k * r.tile_slot.shape[1] * r.tile_slot.shape[2] + r.tile_count[k]
     r.tile_count[k] += 1
     lo, hi = r.tile_lo[slot], r.tile_hi[slot]
     cy0, cx0 = ty * TILE, tx * TILE
     for m in range(tags.shape[0]):
-        src = tags[m, k]
-        lo_t = hi_t = src[cy0, cx0]
+        src = tags[m, T.chan[m, k]]
+        mirror = w - 1 if m == 1 else 0  # column x of the pass is column |mirror - x| of src
+        lo_t = hi_t = src[cy0, abs(mirror - cx0)]
         for row in range(TILE + 2):
             y = min(max(cy0 - 1 + row, 0), h - 1)
             for j in range(TILE):
                 x = min(cx0 + j, w - 1)
-                a = b = src[y, x]
+                a = b = src[y, abs(mirror - x)]
                 for xx in range(max(0, x - 1), min(w, x + 2)):
-                    a = min(a, src[y, xx])
-                    b = max(b, src[y, xx])
+                    a = min(a, src[y, abs(mirror - xx)])
+                    b = max(b, src[y, abs(mirror - xx)])
                 rows_lo[row, j], rows_hi[row, j] = a, b
         for i in range(TILE):
             for j in range(TILE):
@@ -591,7 +669,6 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
     every pixel attaining it is evaluated and the first in row-major order is exact. A block's
     bound is its heat bound until it is first visited, then also its tag range's."""
     R, H, T, cell_heat, tile_heat = g.resize, g.heat, g.tags, g.cell_heat, g.tile_heat
-    tags = T.maps
     K, h, w = cell_heat.shape
     ny, nx = tile_heat.shape[1], tile_heat.shape[2]
     block_heat, block_lo, block_hi, block_done = r.block_heat, r.block_lo, r.block_hi, r.block_done
@@ -628,7 +705,7 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
             b = block_id[j]
             by, bx = b // nbx, b % nbx
             if not block_done[k, b]:
-                _tag_box(tags, k, by * side, min(h, by * side + side), bx * side, min(w, bx * side + side),
+                _tag_box(T, k, by * side, min(h, by * side + side), bx * side, min(w, bx * side + side),
                          block_lo, block_hi, k, b)
                 block_done[k, b] = 1
                 if _upper(block_heat[k, b], block_lo, block_hi, k, b, p) < best:
@@ -638,7 +715,7 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
                 for tx in range(bx * TILE, min(nx, bx * TILE + TILE)):
                     slot = tile_slot[k, ty, tx] - 1
                     if slot < 0:
-                        slot = _tile_boxes(tags, k, ty, tx, r, rows_lo, rows_hi)
+                        slot = _tile_boxes(T, k, ty, tx, r, rows_lo, rows_hi)
                     tile_bound[t] = _upper(tile_heat[k, ty, tx], tile_lo, tile_hi, slot, TILE * TILE, p)
                     tile_id[t] = ty * nx + tx
                     t += 1
