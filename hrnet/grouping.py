@@ -55,17 +55,23 @@ _pool = (None, 0, None)  # (pid, size, executor): made on first use, again after
 
 
 def _in_parallel(fn, parts):
-    """[fn(part) for part in parts], the parts on worker threads."""
+    """[fn(part) for part in parts], the first part on the calling thread (it would only wait),
+    the others on worker threads."""
     global _pool
     if len(parts) == 1:
         return [fn(parts[0])]
     pid, size, executor = _pool
-    if pid != os.getpid() or size < len(parts):
+    if pid != os.getpid() or size < len(parts) - 1:
         if pid == os.getpid():
             executor.shutdown(wait=False)
-        executor = ThreadPoolExecutor(len(parts), thread_name_prefix="grouping")
-        _pool = (os.getpid(), len(parts), executor)
-    return list(executor.map(fn, parts))
+        executor = ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="grouping")
+        _pool = (os.getpid(), len(parts) - 1, executor)
+    others = [executor.submit(fn, part) for part in parts[1:]]
+    try:
+        first = fn(parts[0])
+    finally:
+        rest = [future.result() for future in others]  # the workers use this call's arrays: wait for them
+    return [first] + rest
 
 
 def _merge(into, shares, parts):

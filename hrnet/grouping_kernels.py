@@ -527,12 +527,13 @@ def _upper(heat, lo, hi, i, j, prev):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _upper_cell(heat, tags, prev):
-    """_upper from a computed cell's own ranges: heat [17] and tags [M, 18] store rows."""
+def _upper_cell(heat, hs, tags, ts, prev):
+    """_upper from a computed cell's own ranges: heat[hs, 0, 16] and tags[ts, :, 16:18] of the
+    stores."""
     sq = span = np.float32(0.0)
     for m in range(len(prev)):
-        sq, span = _add_gap(sq, span, tags[m, CELL * CELL], tags[m, CELL * CELL + 1], prev[m])
-    return _upper_from(heat[CELL * CELL], sq, span)
+        sq, span = _add_gap(sq, span, tags[ts, m, CELL * CELL], tags[ts, m, CELL * CELL + 1], prev[m])
+    return _upper_from(heat[hs, 0, CELL * CELL], sq, span)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -597,27 +598,27 @@ def _tile_boxes(T, k, ty, tx, r, rows_lo, rows_hi):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _refine_cell(heat, tags, cy, cx, width, prev, best, best_flat):
-    """Exact `heat - round(||tag - prev||)` on one cell (heat [16], tags [M, 16]), with mmpose's
-    float32 ops (square, sum over the tag dimensions, sqrt, round); returns the running (max,
-    first row-major argmax)."""
-    if _upper_cell(heat, tags, prev) < best:  # the cell's exact ranges are tighter than its 3x3 box
+def _refine_cell(heat, hs, tags, ts, cy, cx, width, prev, best, best_flat):
+    """Exact `heat - round(||tag - prev||)` on one cell (heat[hs, 0, :16], tags[ts, :, :16] of the
+    stores: indices, as views would cost reference counting), with mmpose's float32 ops (square,
+    sum over the tag dimensions, sqrt, round); returns the running (max, first row-major argmax)."""
+    if _upper_cell(heat, hs, tags, ts, prev) < best:  # the cell's exact ranges are tighter than its 3x3 box
         return best, best_flat
     top = NEG
     for p in range(CELL * CELL):  # the cell's maximum first (a loop the compiler vectorises)
         sq = np.float32(0.0)
         for m in range(len(prev)):
-            d = tags[m, p] - prev[m]
+            d = tags[ts, m, p] - prev[m]
             sq = d * d if m == 0 else sq + d * d
-        top = max(top, heat[p] - np.rint(np.sqrt(sq)))
+        top = max(top, heat[hs, 0, p] - np.rint(np.sqrt(sq)))
     if top < best:
         return best, best_flat
     for p in range(CELL * CELL):
         sq = np.float32(0.0)
         for m in range(len(prev)):
-            d = tags[m, p] - prev[m]
+            d = tags[ts, m, p] - prev[m]
             sq = d * d if m == 0 else sq + d * d
-        v = heat[p] - np.rint(np.sqrt(sq))
+        v = heat[hs, 0, p] - np.rint(np.sqrt(sq))
         flat = (cy * CELL + p // CELL) * width + cx * CELL + p % CELL
         if v > best or (v == best and flat < best_flat):
             best, best_flat = v, flat
@@ -651,7 +652,7 @@ def _refine_cells(R, H, T, k, cells, n, prev, best, best_flat):
         fill(R, T, ks, cells[:n] // w, cells[:n] % w, False)
     for i in range(n):
         cy, cx = cells[i] // w, cells[i] % w
-        best, best_flat = _refine_cell(hstore[hslot[k, cy, cx] - 1, 0], tstore[tslot[k, cy, cx] - 1],
+        best, best_flat = _refine_cell(hstore, hslot[k, cy, cx] - 1, tstore, tslot[k, cy, cx] - 1,
                                        cy, cx, w * CELL, prev, best, best_flat)
     return best, best_flat
 
