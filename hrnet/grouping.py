@@ -337,13 +337,7 @@ def _match_by_tag(cands, params: GroupingParams):
 
 def _quarter_offsets(maps: _Maps, ks, ys, xs):
     """mmpose's +-0.25 towards the higher neighbour (ties go negative): (dx, dy) float32."""
-    width, height = maps.size
-    lr = maps.heat_at(np.stack([ks, ks]), np.stack([ys, ys]),
-                      np.stack([np.minimum(width - 1, xs + 1), np.maximum(0, xs - 1)]))
-    ud = maps.heat_at(np.stack([ks, ks]), np.stack([np.minimum(height - 1, ys + 1), np.maximum(0, ys - 1)]),
-                      np.stack([xs, xs]))
-    quarter = _F32(0.25)
-    return np.where(lr[0] > lr[1], quarter, -quarter), np.where(ud[0] > ud[1], quarter, -quarter)
+    return kernels.quarter_offsets(maps.grid, *(np.asarray(a, np.int64) for a in (ks, ys, xs)))
 
 
 def _adjust(maps: _Maps, keypoints):
