@@ -210,14 +210,29 @@ def _reused(name, shape, dtype, zero=False):
     return out
 
 
+_LINE = 64  # bytes: a cache line
+
+
+def _per_joint(make, shape, dtype):
+    """make(shape, dtype), C-contiguous, each joint's part (the first axis: whole cache lines) on
+    lines of its own: the threads working on different joints write them all the time, and a
+    shared line would bounce between the cores."""
+    itemsize = np.dtype(dtype).itemsize
+    inner = math.prod(shape[1:])
+    assert inner * itemsize % _LINE == 0, shape
+    raw = make((shape[0] + 1) * inner, dtype)
+    start = (-raw.ctypes.data % _LINE) // itemsize
+    return raw[start:start + shape[0] * inner].reshape(shape)
+
+
 def _cache(name, out, chan, store_shape):
     """A kernels.Cache over the output out [M, 2K, h, w], joint k's channel in pass m chan[m, k],
     with a store of store_shape (its slots are emptied by kernels.prepare)."""
     batch, h, w = out.shape[0], out.shape[2], out.shape[3]
     k = chan.shape[1]
     return kernels.Cache(out, chan, _reused(name + " slot", (k, h, w), np.int32),
-                         _reused(name + " store", store_shape, _F32), np.zeros(k, np.int64),
-                         np.empty((k, batch, STRIDE * STRIDE), _F32), np.empty((k, 3, STRIDE), _F32))
+                         _reused(name + " store", store_shape, _F32), _per_joint(np.zeros, (k, 8), np.int64),
+                         _per_joint(np.empty, (k, batch, STRIDE * STRIDE), _F32), _per_joint(np.empty, (k, 4, STRIDE), _F32))
 
 
 class _Maps:
@@ -278,7 +293,7 @@ class _Maps:
                 np.empty(block.shape + (m,), _F32), np.empty(block.shape + (m,), _F32), np.zeros(block.shape, np.uint8),
                 block, _reused("tile slot", (k, self.ny, self.nx), np.int32, zero=True),
                 _reused("tile lo", (tiles, kernels.BOX_ROW, m), _F32), _reused("tile hi", (tiles, kernels.BOX_ROW, m), _F32),
-                np.zeros(k, np.int64))
+                _per_joint(np.zeros, (k, 8), np.int64))
         return self._refine
 
     def heat_at(self, ks, ys, xs):

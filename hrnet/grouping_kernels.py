@@ -36,11 +36,12 @@ NEG = np.float32(-np.inf)
 Resize = namedtuple("Resize", "yidx yw xidx xw fma")
 # Cells computed so far: maps: the network output [M, 2K, h, w] float32 itself (M = 2 with flip
 # test: the second pass is the mirrored input's, read mirrored), chan [M, K] the channel of joint
-# k's heat or tags in pass m (the flip index swaps left and right), slot [K, h, w] int32 (1-based; 0: not computed) into store [K*h*w, 1, 17] (heat: the
-# mean of the M resized maps, then its maximum) or [K*h*w, M, 18] (tags, then their minimum and
-# maximum), count [K] slots used per joint (joint k's are k*h*w onwards), scratch per joint pixels
-# [K, M, 16] and rows [K, 3, 4]. Everything of a joint is its own: joints can be worked on by
-# different threads at once.
+# k's heat or tags in pass m (the flip index swaps left and right), slot [K, h, w] int32 (1-based;
+# 0: not computed) into store [K*h*w, 1, 17] (heat: the mean of the M resized maps, then its
+# maximum) or [K*h*w, M, 18] (tags, then their minimum and maximum), count [K, 8] slots used per
+# joint in [:, 0] (joint k's are k*h*w onwards), scratch per joint pixels [K, M, 16] and rows
+# [K, 4, 4] (3 used). Everything of a joint is its own, the counters and scratch on cache lines of
+# their own: joints can be worked on by different threads at once.
 Cache = namedtuple("Cache", "maps chan slot store count pixels rows")
 # cell_heat [K, h, w], tile_heat [K, ny, nx]: upper bounds of the heat.
 Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
@@ -48,7 +49,7 @@ Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
 # 3x3 low-resolution neighbourhoods of all cells of a block (4x4 tiles), of a tile and of each of
 # its cells. Blocks: lo/hi [K, nby * nbx, M], done [K, nby * nbx], heat bound [K, nby * nbx]. Tiles:
 # slot [K, ny, nx] (1-based) into lo/hi [K * ny * nx, 17, M] (its 16 cells, then the tile itself:
-# a dense store, as for the cells; joint k's from k * ny * nx on), count [K].
+# a dense store, as for the cells; joint k's from k * ny * nx on), count [K, 8] (in [:, 0]).
 RefineBounds = namedtuple("RefineBounds", "block_lo block_hi block_done block_heat tile_slot tile_lo tile_hi tile_count")
 
 
@@ -214,7 +215,7 @@ def fill(R, C, ks, cys, cxs, mean):
         k, cy, cx = ks[i], cys[i], cxs[i]
         if slots[k, cy, cx]:
             continue
-        slot = k * slots.shape[1] * slots.shape[2] + count[k]
+        slot = k * slots.shape[1] * slots.shape[2] + count[k, 0]
         for m in range(maps.shape[0]):  # (indices rather than row views: views cost more than a lerp)
             if mean:
                 _resize_cell(maps, m, chan[m, k], yidx, yw, xidx, xw, fma, rows, k, cy, cx, pixels, k, m)
@@ -234,7 +235,7 @@ def fill(R, C, ks, cys, cxs, mean):
                     lo = min(lo, store[slot, m, p])
                     hi = max(hi, store[slot, m, p])
                 store[slot, m, n], store[slot, m, n + 1] = lo, hi
-        count[k] += 1
+        count[k, 0] += 1
         slots[k, cy, cx] = slot + 1
 
 
@@ -596,8 +597,8 @@ def _tile_boxes(T, k, ty, tx, r, rows_lo, rows_hi):
     of the tile's window (rows_lo/hi [6, 4]), then over 3 of those rows. Returns the slot."""
     tags = T.maps
     h, w = tags.shape[2], tags.shape[3]
-    slot = k * r.tile_slot.shape[1] * r.tile_slot.shape[2] + r.tile_count[k]
-    r.tile_count[k] += 1
+    slot = k * r.tile_slot.shape[1] * r.tile_slot.shape[2] + r.tile_count[k, 0]
+    r.tile_count[k, 0] += 1
     lo, hi = r.tile_lo[slot], r.tile_hi[slot]
     cy0, cx0 = ty * TILE, tx * TILE
     for m in range(tags.shape[0]):
