@@ -330,14 +330,18 @@ def _fill_above(R, C, k, cys, cxs, n, floor, reach):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _centre_max(store, slot, halo):
+    """The largest of a cell's centre 2x2 values: with halo >= 2 they lie in the NMS window of every
+    pixel of the cell, so a pixel below it is no maximum (-inf otherwise: rules out nothing)."""
+    if halo < 2:
+        return NEG
+    return max(max(store[slot, 0, 5], store[slot, 0, 6]), max(store[slot, 0, 9], store[slot, 0, 10]))
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _is_max(slots, store, k, y, x, v, halo):
-    """MaxPool(2*halo+1, stride 1, padding -inf) of the cached heat equals v at (y, x). With
-    halo >= 2 the window holds the centre 2x2 of the pixel's cell: those four, read together, rule
-    out most pixels."""
-    if halo >= 2:
-        row = store[slots[k, y // CELL, x // CELL] - 1, 0]
-        if max(max(row[5], row[6]), max(row[9], row[10])) > v:
-            return False
+    """MaxPool(2*halo+1, stride 1, padding -inf) of the cached heat equals v at (y, x) (callers
+    rule out values below _centre_max first)."""
     height, width = slots.shape[1] * CELL, slots.shape[2] * CELL
     for yy in range(max(0, y - halo), min(height, y + halo + 1)):
         for xx in range(max(0, x - halo), min(width, x + halo + 1)):
@@ -370,10 +374,13 @@ def _maxima_above(R, C, bound, k, thr, halo):
     vals = np.empty(n * CELL * CELL, np.float32)
     found = 0
     for i in range(n):
-        for y in range(cys[i] * CELL, cys[i] * CELL + CELL):
-            for x in range(cxs[i] * CELL, cxs[i] * CELL + CELL):
-                v = _cached(slots, store, k, y, x)
-                if v > thr and _is_max(slots, store, k, y, x, v, halo):
+        slot = slots[k, cys[i], cxs[i]] - 1
+        floor = max(thr, _centre_max(store, slot, halo))
+        for p in range(CELL * CELL):
+            v = store[slot, 0, p]
+            if v > thr and v >= floor:
+                y, x = cys[i] * CELL + p // CELL, cxs[i] * CELL + p % CELL
+                if _is_max(slots, store, k, y, x, v, halo):
                     flat[found] = y * width + x
                     vals[found] = v
                     found += 1
@@ -449,6 +456,8 @@ def _topk_replay(R, C, bound, k, top, halo):
     live = np.zeros(w, np.bool_)
     live_y = np.empty(w, np.int64)
     live_x = np.empty(w, np.int64)
+    live_slot = np.empty(w, np.int64)
+    centre = np.empty(w, np.float32)
     hv = np.empty(top, np.float32)
     hi = np.empty(top, np.int64)
     filled = 0
@@ -464,14 +473,19 @@ def _topk_replay(R, C, bound, k, top, halo):
         live[:] = False
         for i in range(n):
             live[live_x[i]] = True
-        for y in range(cy * CELL, cy * CELL + CELL):
+            live_slot[live_x[i]] = slots[k, cy, live_x[i]] - 1
+            centre[live_x[i]] = _centre_max(store, live_slot[live_x[i]], halo)
+        for i in range(CELL):
+            y = cy * CELL + i
             for cx in range(w):
                 if not live[cx]:
                     continue
-                for x in range(cx * CELL, cx * CELL + CELL):
-                    v = _cached(slots, store, k, y, x)
+                slot, floor = live_slot[cx], centre[cx]
+                for j in range(CELL):
+                    x = cx * CELL + j
+                    v = store[slot, 0, i * CELL + j]
                     if filled < top or hv[0] < 0:
-                        nms = v if _is_max(slots, store, k, y, x, v, halo) else np.float32(0.0)
+                        nms = v if v >= floor and _is_max(slots, store, k, y, x, v, halo) else np.float32(0.0)
                         if filled < top:
                             hv[filled] = nms
                             hi[filled] = y * width + x
@@ -480,7 +494,7 @@ def _topk_replay(R, C, bound, k, top, halo):
                                 _make_heap(hv, hi)
                         elif nms > hv[0]:
                             _adjust_heap(hv, hi, 0, top, nms, y * width + x)
-                    elif v > hv[0] and _is_max(slots, store, k, y, x, v, halo):
+                    elif v > hv[0] and v >= floor and _is_max(slots, store, k, y, x, v, halo):
                         _adjust_heap(hv, hi, 0, top, v, y * width + x)
     _sort_heap(hv, hi)
     return hi, hv
