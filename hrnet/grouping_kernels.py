@@ -596,8 +596,9 @@ def _tag_box(T, k, cy0, cy1, cx0, cx1, lo, hi, i, j):
             x0, x1 = w - x1, w - x0
         a = b = src[max(0, cy0 - 1), x0]
         for y in range(max(0, cy0 - 1), min(h, cy1 + 1)):
-            for x in range(x0, x1):
-                v = src[y, x]
+            row = src[y]
+            for x in range(x1 - x0):  # unsigned indices: the compiler vectorises the loop
+                v = row[np.uintp(x0 + x)]
                 a = min(a, v)
                 b = max(b, v)
         lo[i, j, m] = a
