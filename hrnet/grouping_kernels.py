@@ -738,8 +738,12 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
         p = prev[q]
         seeds = seed_cells[seed_start[q]:seed_start[q + 1]]
         best, best_flat = _refine_cells(R, H, T, k, seeds, len(seeds), p, NEG, np.int64(-1))
+        # (a heat bound below best prunes without the tag part: the values are heat - round(d) <=
+        # heat, exactly so in float32, and the heat bounds carry the rounding slack)
         for b in range(blocks):
-            block_bound[b] = _upper(block_heat[k, b], block_lo, block_hi, k, b, p) if block_done[k, b] else block_heat[k, b]
+            block_bound[b] = block_heat[k, b]
+            if block_done[k, b] and block_heat[k, b] >= best:
+                block_bound[b] = _upper(block_heat[k, b], block_lo, block_hi, k, b, p)
             block_id[b] = b
         for j in range(blocks):
             top = j  # selection sort, lazily: most blocks are pruned
@@ -761,6 +765,8 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
             t = 0
             for ty in range(by * TILE, min(ny, by * TILE + TILE)):
                 for tx in range(bx * TILE, min(nx, bx * TILE + TILE)):
+                    if tile_heat[k, ty, tx] < best:
+                        continue
                     slot = tile_slot[k, ty, tx] - 1
                     if slot < 0:
                         slot = _tile_boxes(T, k, ty, tx, r, rows_lo, rows_hi)
@@ -776,6 +782,8 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
                 c = 0
                 for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
                     for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
+                        if cell_heat[k, cy, cx] < best:
+                            continue
                         bound = _upper(cell_heat[k, cy, cx], tile_lo, tile_hi, slot, (cy % TILE) * TILE + cx % TILE, p)
                         if bound >= best:
                             cell_bound[c], cell_id[c] = bound, cy * w + cx
