@@ -129,10 +129,10 @@ def main(argv=None) -> int:
     ]
     print(f"\nHRNet-W32 AE pipeline benchmark — {time.strftime('%Y-%m-%d')} — {cpu}")
     print(f"onnx: {onnx_path}; {n} images; median of {args.repeat} runs\n")
-    print(f"| {'stage':<38} | {'ms':>9} | notes")
-    print(f"|{'-' * 40}|{'-' * 11}|{'-' * 60}")
+    print(f"| {'stage':<40} | {'ms':>9} | notes")
+    print(f"|{'-' * 42}|{'-' * 11}|{'-' * 60}")
     for name, ms, note in rows:
-        print(f"| {name:<38} | {ms:>9.2f} | {note}")
+        print(f"| {name:<40} | {ms:>9.2f} | {note}")
     print(f"\nthroughput via server: {n / t_server:.2f} images/s (batch 1, sequential)")
     return 0
 
