@@ -1,6 +1,7 @@
 """Helpers for the server tests: tritonclient inputs from numpy, one error check for both
-tritonclient and raw gRPC calls (code AND message fragments), and a raw stub for what
-tritonclient cannot send (typed contents, malformed bytes, reserved parameters)."""
+tritonclient and raw gRPC calls (code AND message fragments), and raw calls built from
+tritonclient's own generated protobuf (the protocol as the client defines it: streams, typed
+contents). The malformed-request matrix builds its messages from ours: tests/reliability/wire.py."""
 
 import contextlib
 

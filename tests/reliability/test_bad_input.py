@@ -104,7 +104,8 @@ infer_case("wrong-datatype", "add_sub", _input("datatype", "FP64"),
 infer_case("unknown-input", "add_sub", _input("name", "INPUT9"),
            C.INVALID_ARGUMENT, "unexpected inference input 'INPUT9' for model 'add_sub'")
 infer_case("negative-dim", "identity", _input("shape", [2, -5]),
-           C.INVALID_ARGUMENT, "Dimensions must be non-negative, got [2,-5]")
+           C.INVALID_ARGUMENT, "unexpected shape for input 'INPUT0' for model 'identity'. Dimensions must be "
+                               "non-negative, got [2,-5]")
 infer_case("zero-batch", "add_onnx", lambda m: [_input("shape", [0, 4], i)(m) for i in (0, 1)],
            C.INVALID_ARGUMENT, "batch-size must be >= 1")
 infer_case("zero-dim-fixed", "add_sub", _input("shape", [0]),
@@ -180,7 +181,10 @@ def _contents_too_few(msg):
 infer_case("contents-too-few", "add_sub", _contents_too_few,
            C.INVALID_ARGUMENT, "input byte size mismatch for input 'INPUT0' for model 'add_sub'")
 infer_case("bytes-length-past-end", "echo_bytes", _raw(lambda b: struct.pack("<I", 1000) + b[4:]),
-           C.INVALID_ARGUMENT, "for inference input 'INPUT0' for model 'echo_bytes'")
+           C.INVALID_ARGUMENT, "string length 1000 runs past the end of the buffer")
+infer_case("bytes-too-many-elements", "echo_bytes", _raw(lambda b: b + struct.pack("<I", 1) + b"z"),
+           C.INVALID_ARGUMENT, "unexpected number of string elements 4, expecting 3 for inference input 'INPUT0' "
+                               "for model 'echo_bytes'")
 infer_case("bytes-truncated-prefix", "echo_bytes", _raw(lambda b: b[:6] + b"\x01\x00"),
            C.INVALID_ARGUMENT, "incomplete string length indicator for inference input 'INPUT0'")
 infer_case("bytes-too-few-elements", "echo_bytes", _raw(lambda b: b[:6]),
@@ -194,7 +198,8 @@ infer_case("unknown-output", "add_onnx", lambda m: m.outputs.add(name="NOPE"),
 infer_case("duplicate-output", "identity", lambda m: [m.outputs.add(name="OUTPUT0") for _ in range(2)],
            C.INVALID_ARGUMENT, "output 'OUTPUT0' was requested more than once for model 'identity'")
 infer_case("reserved-parameter", "identity", lambda m: set_param(m.parameters["triton_evil"], 1),
-           C.INVALID_ARGUMENT, "parameter keys starting with 'triton_' are reserved")
+           C.INVALID_ARGUMENT, "parameter keys starting with 'triton_' are reserved for Triton usage and should not "
+                               "be specified, got 'triton_evil' for model 'identity'")
 infer_case("timeout-not-int", "identity", lambda m: set_param(m.parameters["timeout"], "soon"),
            C.INVALID_ARGUMENT, "'timeout' parameter must be a non-negative integer")
 infer_case("timeout-negative", "batch_delay", lambda m: set_param(m.parameters["timeout"], -5),
