@@ -9,16 +9,6 @@ import numpy as np
 _LEN = struct.Struct("<I")
 
 
-class Truncated(ValueError):
-    """The buffer ends inside element `index` of a `total`-byte buffer: inside the length prefix
-    that starts at byte `pos` when `length` is None, else inside the element's `length` bytes.
-    str() is the server's message; the fields let pb_utils word its own."""
-
-    def __init__(self, message: str, index: int, pos: int, total: int, length: int | None = None):
-        super().__init__(message)
-        self.index, self.pos, self.total, self.length = index, pos, total, length
-
-
 def _to_bytes(x):
     # The server's rule for an element that is not bytes: str as UTF-8, else bytes(x).
     if isinstance(x, bytes):
@@ -76,8 +66,7 @@ def _pack(lens: np.ndarray, payload: np.ndarray) -> np.ndarray:
 
 def deserialize(buf, count: int = -1) -> np.ndarray:
     """Wire bytes (any contiguous buffer) -> flat np.object_ array of bytes. `count` = expected
-    element count (-1: any). Raises ValueError (Truncated for a cut-short buffer) with a message
-    saying what is wrong."""
+    element count (-1: any). Raises ValueError saying what is wrong."""
     mv = memoryview(buf).cast("B")
     total = len(mv)
     if total >= 4:
@@ -95,12 +84,11 @@ def deserialize(buf, count: int = -1) -> np.ndarray:
         if count >= 0 and len(items) == count:
             raise ValueError(f"unexpected number of string elements {len(items) + 1}, expecting {count}")
         if pos + 4 > total:
-            raise Truncated("incomplete string length indicator", len(items), pos, total)
+            raise ValueError("incomplete string length indicator")
         (length,) = unpack(data, pos)
         end = pos + 4 + length
         if end > total:
-            raise Truncated(f"string length {length} runs past the end of the buffer",
-                            len(items), pos, total, length)
+            raise ValueError(f"string length {length} runs past the end of the buffer")
         append(data[pos + 4:end])
         pos = end
     if count >= 0 and len(items) != count:

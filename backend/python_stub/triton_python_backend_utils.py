@@ -146,15 +146,8 @@ def deserialize_bytes_tensor(encoded_tensor):
         buf = np.ascontiguousarray(buf).view(np.uint8).reshape(-1)
     try:
         return bytes_tensor.deserialize(buf)
-    except bytes_tensor.Truncated as e:
-        raise TritonModelException(_truncated_message(e)) from None
-
-
-def _truncated_message(e):
-    if e.length is None:
-        return f"incomplete string length indicator at byte {e.pos} of {e.total}"
-    return (f"string element {e.index} of length {e.length} runs past the end of the "
-            f"{e.total}-byte buffer")
+    except ValueError as e:  # (with any count accepted, only a cut-short buffer)
+        raise TritonModelException(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------
