@@ -7,7 +7,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .errors import Cancelled, Internal, ServerError, Unavailable
+from .errors import Internal, ServerError, Unavailable
 from .model import Model
 from .types import InferRequest, InferResponse, Timing
 

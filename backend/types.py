@@ -4,8 +4,6 @@ backend, scheduler and ensemble passes around. Tensors are numpy arrays (views w
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
-
 
 @dataclass
 class RequestedOutput:

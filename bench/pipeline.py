@@ -100,7 +100,7 @@ def main(argv=None) -> int:
             out = sess.run(["output1"], {"input": inp})[0]
             grouping.group(out, center, scale, params)
     t_inproc, _ = timed(pipeline_inprocess, args.repeat)
-    del sess  # free the cores' memory bandwidth for the server
+    sess = None  # free the cores' memory bandwidth for the server
 
     with start_server(args.repo) as srv:
         client = wait_ready(srv.url, "hrnet_pose")

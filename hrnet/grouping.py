@@ -1,6 +1,6 @@
 """Associative-embedding grouping: HRNet output maps -> people with keypoints in image pixels.
 
-Serving code (numpy, numba, cv2; never torch). It returns what mmpose 0.x computes at test time
+Serving code (numpy, numba; never torch). It returns what mmpose 0.x computes at test time
 for `hrnet_w32_coco_512x512` (flip merge, x4 bilinear resize, HeatmapParser.parse with adjust and
 refine, get_group_preds; docs/reference-ae.md sections 4-5), bit for bit: same people, same order,
 same float32 keypoints and scores. tests/hrnet/test_grouping.py checks it against a torch replica.
@@ -34,7 +34,6 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 
 from hrnet import grouping_kernels as kernels
