@@ -184,6 +184,20 @@ def _axis(n_in, n_out):
     return np.stack([i0, i1]), np.stack([_F32(1) - lam, lam]).astype(_F64)
 
 
+@functools.lru_cache(maxsize=64)
+def _own_weight(n_in):
+    """The least weight a cell's own low-resolution value has in the x4 resize of any of its pixels
+    along one axis (5/8: pixels 0 and 3 of a cell lie 3/8 of the way to a neighbour). Every pixel
+    reads only its cell and the two next to it, which the bounds rely on: checked here on torch's
+    tables."""
+    (i0, i1), (w0, w1) = _axis(n_in, STRIDE * n_in)
+    cell = np.arange(STRIDE * n_in) // STRIDE
+    if np.any(np.abs(i0 - cell) > 1) or np.any(np.abs(i1 - cell) > 1):
+        raise AssertionError(f"x4 resize of {n_in} reads beyond a cell's neighbours")
+    own = np.where(i0 == cell, w0, 0.0) + np.where(i1 == cell, w1, 0.0)
+    return float(own.min())
+
+
 _arena = threading.local()
 _ARENA_BYTES = 256 << 20  # per calling thread; larger requests get fresh mappings
 
@@ -266,8 +280,11 @@ class _Maps:
         cells = k * h * w
         heat = _cache("heat", out, chan, (cells, 1, kernels.HEAT_ROW))
         tags = _cache("tags", out, chan + k, (cells, batch, kernels.TAG_ROW))
-        tops = np.max(_in_parallel(lambda joints: kernels.prepare(out, joints, flip, cell, tile, heat.slot, tags.slot),
-                                   _interleave(np.arange(k), params.threads)), axis=0)
+        # (rounded down: a smaller weight only loosens the bound)
+        centre = np.nextafter(_F32(_own_weight(h) * _own_weight(w)), _F32(0))
+        tops = np.max(_in_parallel(
+            lambda joints: kernels.prepare(out, joints, flip, centre, cell, tile, heat.slot, tags.slot),
+            _interleave(np.arange(k), params.threads)), axis=0)
         top = tops.max()
         if top >= 0x7F800000:
             raise ValueError("output contains NaN or infinite values")

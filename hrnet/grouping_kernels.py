@@ -90,9 +90,9 @@ def _max3(out, a, b, c):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _dilate(cell, mean, rows, slack):
-    """cell = max of mean [h, w] over each 3x3 neighbourhood (clipped at the edges) + slack, by way
-    of rows [h, w]: the 3-wide row maxima."""
+def _dilate(cell, mean, rows, centre, slack):
+    """cell = centre * mean + (1 - centre) * (max of mean [h, w] over each 3x3 neighbourhood,
+    clipped at the edges) + slack, by way of rows [h, w]: the 3-wide row maxima."""
     h, w = mean.shape
     for y in range(h):
         src, dst = mean[y], rows[y]
@@ -102,10 +102,11 @@ def _dilate(cell, mean, rows, slack):
         _max3(dst[1:w - 1], src[:w - 2], src[1:w - 1], src[2:])
         dst[0] = max(src[0], src[1])
         dst[w - 1] = max(src[w - 2], src[w - 1])
+    other = np.float32(1.0) - centre
     for y in range(h):
         _max3(cell[y], rows[max(y - 1, 0)], rows[y], rows[min(y + 1, h - 1)])
         for x in range(w):
-            cell[y, np.uintp(x)] += slack
+            cell[y, np.uintp(x)] = centre * mean[y, np.uintp(x)] + other * cell[y, np.uintp(x)] + slack
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -139,12 +140,14 @@ def tile_max(cells):
 
 
 @njit(cache=True, nogil=True)
-def prepare(out, joints, flip_index, cell, tile, heat_slot, tag_slot):
+def prepare(out, joints, flip_index, centre, cell, tile, heat_slot, tag_slot):
     """For the listed joints of the network output out [M, 2K, h, w] (M = 2: the second pass is the
     mirrored input's, its left/right channels swapped by flip_index): the bounds of the mean heat
     per cell [K, h, w] and per tile [K, ny, nx], and the caches' slots emptied. A resized value is
-    a convex combination of its cell's 3x3 neighbourhood, in both passes with the same weights, so
-    their mean is too; the slack covers rounding, a few ulp of the joint's largest magnitude.
+    a convex combination of its cell's 3x3 neighbourhood in which the cell's own value weighs at
+    least `centre`, in both passes with the same weights, so their mean is too: it is at most
+    centre * own + (1 - centre) * the neighbourhood's maximum. The slack covers rounding, a few
+    ulp of the joint's largest magnitude.
     Returns each joint's largest |value| as float32 bits [K] (0 for joints not listed, >=
     0x7F800000 for a NaN or infinity), for the caller to check before any search."""
     M, C, h, w = out.shape
@@ -163,7 +166,7 @@ def prepare(out, joints, flip_index, cell, tile, heat_slot, tag_slot):
         else:
             _mean_mirrored(mean, out[0, k], out[1, flip_index[k]])
         if top < np.uint32(0x7F800000):
-            _dilate(cell[k], mean, rows, REL * np.uint32(top).view(np.float32) + ABS)
+            _dilate(cell[k], mean, rows, centre, REL * np.uint32(top).view(np.float32) + ABS)
             _tile_max(tile[k], cell[k])
         heat_slot[k] = 0
         tag_slot[k] = 0
@@ -297,35 +300,41 @@ def quarter_offsets(g, ks, ys, xs):
 # ---------------------------------------------------------------------------- NMS and top-k
 
 @njit(cache=True, nogil=True)
-def _fill_around(R, C, k, cys, cxs, reach):
-    """Compute the cells within `reach` of the listed cells of joint k: all that NMS windows
-    centred in them read."""
-    K, h, w = C.slot.shape
-    span = (2 * reach + 1) ** 2
-    ys = np.empty(len(cys) * span, np.int64)
-    xs = np.empty(len(cys) * span, np.int64)
-    n = 0
-    for i in range(len(cys)):
-        for y in range(max(0, cys[i] - reach), min(h, cys[i] + reach + 1)):
-            for x in range(max(0, cxs[i] - reach), min(w, cxs[i] + reach + 1)):
-                if not C.slot[k, y, x]:
-                    ys[n], xs[n] = y, x
-                    n += 1
-    fill(R, C, np.full(n, k, np.int64), ys[:n], xs[:n], True)
-
-
-@njit(cache=True, nogil=True)
-def _fill_above(R, C, k, cys, cxs, n, floor, reach):
+def _fill_above(R, C, k, cys, cxs, n, floor, halo):
     """Compute the first n listed cells of joint k, keep (moved to the front; returns how many)
-    those whose exact maximum is above floor, and compute their neighbourhoods for NMS."""
+    those whose exact maximum is above floor, and compute the cells that the NMS windows of their
+    candidate pixels reach (above floor, not below the cell's _centre_max): what _is_max reads."""
     fill(R, C, np.full(n, k, np.int64), cys[:n], cxs[:n], True)
+    K, h, w = C.slot.shape
     slots, store = C.slot, C.store
     kept = 0
     for i in range(n):
         if store[slots[k, cys[i], cxs[i]] - 1, 0, CELL * CELL] > floor:
             cys[kept], cxs[kept] = cys[i], cxs[i]
             kept += 1
-    _fill_around(R, C, k, cys[:kept], cxs[:kept], reach)
+    reach = -(-halo // CELL)  # the cells a window reaches beyond its own, each way
+    span = (2 * reach + 1) ** 2
+    ys = np.empty(kept * span, np.int64)
+    xs = np.empty(kept * span, np.int64)
+    m = 0
+    for i in range(kept):
+        cy, cx = cys[i], cxs[i]
+        slot = slots[k, cy, cx] - 1
+        least = _centre_max(store, slot, halo)
+        y0, y1, x0, x1 = CELL, -1, CELL, -1  # the candidates' rows and columns within the cell
+        for p in range(CELL * CELL):
+            v = store[slot, 0, p]
+            if v > floor and v >= least:
+                y0, y1 = min(y0, p // CELL), max(y1, p // CELL)
+                x0, x1 = min(x0, p % CELL), max(x1, p % CELL)
+        if y1 < 0:
+            continue
+        for yy in range(max(0, (cy * CELL + y0 - halo) // CELL), min(h, (cy * CELL + y1 + halo) // CELL + 1)):
+            for xx in range(max(0, (cx * CELL + x0 - halo) // CELL), min(w, (cx * CELL + x1 + halo) // CELL + 1)):
+                if not slots[k, yy, xx]:
+                    ys[m], xs[m] = yy, xx
+                    m += 1
+    fill(R, C, np.full(m, k, np.int64), ys[:m], xs[:m], True)  # (fill skips repeats)
     return kept
 
 
@@ -368,7 +377,7 @@ def _maxima_above(R, C, bound, k, thr, halo):
             if bound[cy, cx] > thr:
                 cys[n], cxs[n] = cy, cx
                 n += 1
-    n = _fill_above(R, C, k, cys, cxs, n, thr, -(-halo // CELL))
+    n = _fill_above(R, C, k, cys, cxs, n, thr, halo)
     slots, store = C.slot, C.store
     flat = np.empty(n * CELL * CELL, np.int64)
     vals = np.empty(n * CELL * CELL, np.float32)
@@ -451,7 +460,6 @@ def _topk_replay(R, C, bound, k, top, halo):
     cells are neither computed nor scanned."""
     h, w = bound.shape
     width = w * CELL
-    reach = -(-halo // CELL)
     slots, store = C.slot, C.store
     live = np.zeros(w, np.bool_)
     live_y = np.empty(w, np.int64)
@@ -469,7 +477,7 @@ def _topk_replay(R, C, bound, k, top, halo):
                 live_y[n], live_x[n] = cy, cx
                 n += 1
         low = hv[0] if filled == top and hv[0] >= 0 else NEG  # below it, only zeros can enter
-        n = _fill_above(R, C, k, live_y, live_x, n, low, reach)
+        n = _fill_above(R, C, k, live_y, live_x, n, low, halo)
         live[:] = False
         for i in range(n):
             live[live_x[i]] = True
