@@ -280,10 +280,10 @@ class _Maps:
         cells = k * h * w
         heat = _cache("heat", out, chan, (cells, 1, kernels.HEAT_ROW))
         tags = _cache("tags", out, chan + k, (cells, batch, kernels.TAG_ROW))
-        # (rounded down: a smaller weight only loosens the bound)
-        centre = np.nextafter(_F32(_own_weight(h) * _own_weight(w)), _F32(0))
+        # (rounded down: a smaller weight only loosens the bounds)
+        self.centre = np.nextafter(_F32(_own_weight(h) * _own_weight(w)), _F32(0))
         tops = np.max(_in_parallel(
-            lambda joints: kernels.prepare(out, joints, flip, centre, cell, tile, heat.slot, tags.slot),
+            lambda joints: kernels.prepare(out, joints, flip, self.centre, cell, tile, heat.slot, tags.slot),
             _interleave(np.arange(k), params.threads)), axis=0)
         top = tops.max()
         if top >= 0x7F800000:
@@ -309,7 +309,7 @@ class _Maps:
                 np.empty(block.shape + (m,), _F32), np.empty(block.shape + (m,), _F32), np.zeros(block.shape, np.uint8),
                 block, _reused("tile slot", (k, self.ny, self.nx), np.int32, zero=True),
                 _reused("tile lo", (tiles, kernels.BOX_ROW, m), _F32), _reused("tile hi", (tiles, kernels.BOX_ROW, m), _F32),
-                _per_joint(np.zeros, (k, 8), np.int64))
+                _per_joint(np.zeros, (k, 8), np.int64), self.centre)
         return self._refine
 
     def heat_at(self, ks, ys, xs):

@@ -49,8 +49,9 @@ Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
 # 3x3 low-resolution neighbourhoods of all cells of a block (4x4 tiles), of a tile and of each of
 # its cells. Blocks: lo/hi [K, nby * nbx, M], done [K, nby * nbx], heat bound [K, nby * nbx]. Tiles:
 # slot [K, ny, nx] (1-based) into lo/hi [K * ny * nx, 17, M] (its 16 cells, then the tile itself:
-# a dense store, as for the cells; joint k's from k * ny * nx on), count [K, 8] (in [:, 0]).
-RefineBounds = namedtuple("RefineBounds", "block_lo block_hi block_done block_heat tile_slot tile_lo tile_hi tile_count")
+# a dense store, as for the cells; joint k's from k * ny * nx on), count [K, 8] (in [:, 0]). centre:
+# the least weight of a cell's own value in any of its resized pixels (float32).
+RefineBounds = namedtuple("RefineBounds", "block_lo block_hi block_done block_heat tile_slot tile_lo tile_hi tile_count centre")
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -615,15 +616,19 @@ def _tag_box(T, k, cy0, cy1, cx0, cx1, lo, hi, i, j):
 
 @njit(cache=True, nogil=True)
 def _tile_boxes(T, k, ty, tx, r, rows_lo, rows_hi):
-    """Tag ranges of one tile's cells' 3x3 neighbourhoods and of the tile (joint k's tags, cache T,
-    the second pass mirrored), into its next slot, separably: ranges over 3 columns for each row
-    of the tile's window (rows_lo/hi [6, 4]), then over 3 of those rows. Returns the slot."""
+    """Tag ranges of one tile's cells and of the tile (joint k's tags, cache T, the second pass
+    mirrored), into its next slot. A cell's resized tags lie in its 3x3 neighbourhood's range
+    [lo, hi], found separably (ranges over 3 columns for each row of the tile's window, rows_lo/hi
+    [6, 4], then over 3 of those rows), and, as the cell's own value t weighs at least r.centre,
+    in [centre t + (1 - centre) lo, centre t + (1 - centre) hi] (less and plus rounding slack).
+    Returns the slot."""
     tags = T.maps
     h, w = tags.shape[2], tags.shape[3]
     slot = k * r.tile_slot.shape[1] * r.tile_slot.shape[2] + r.tile_count[k, 0]
     r.tile_count[k, 0] += 1
     lo, hi = r.tile_lo[slot], r.tile_hi[slot]
     cy0, cx0 = ty * TILE, tx * TILE
+    other = np.float32(1.0) - r.centre
     for m in range(tags.shape[0]):
         src = tags[m, T.chan[m, k]]
         mirror = w - 1 if m == 1 else 0  # column x of the pass is column |mirror - x| of src
@@ -643,6 +648,10 @@ def _tile_boxes(T, k, ty, tx, r, rows_lo, rows_hi):
                 for row in (i, i + 2):
                     a = min(a, rows_lo[row, j])
                     b = max(b, rows_hi[row, j])
+                own = r.centre * src[min(cy0 + i, h - 1), abs(mirror - min(cx0 + j, w - 1))]
+                slack = REL * max(abs(own), abs(a), abs(b)) + ABS
+                a = max(a, own + other * a - slack)
+                b = min(b, own + other * b + slack)
                 lo[i * TILE + j, m], hi[i * TILE + j, m] = a, b
                 if cy0 + i < h and cx0 + j < w:  # cells past the map edge repeat the last one
                     lo_t = min(lo_t, a)
