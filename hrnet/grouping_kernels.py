@@ -6,8 +6,8 @@ CPU bilinear kernel, align_corners=False, fused multiply-adds or not) when a sea
 cell (the 4x4 input-size pixels of one low-resolution pixel) at a time, and kept for the rest of
 the call in a dense store (a slot per cell: a sparse cache would cost a page fault per cell).
 Searches skip cells, tiles (4x4 cells) and blocks (4x4 tiles) by upper bounds computed from the
-low-resolution maps: a resized value is a convex combination of its cell's 3x3 neighbourhood.
-The low-resolution maps are read where the network left them (the mirrored pass mirrored): the
+low-resolution maps: a resized value is a convex combination of its cell's 3x3 neighbourhood in
+which the cell's own value weighs at least 5/8 x 5/8. The low-resolution maps are read where the network left them (the mirrored pass mirrored): the
 maps are 7 MB, and copying them cost more than everything computed from them.
 
 grouping._Maps builds the Grid. Kernels unpack it once: reading a field of a large tuple inside a
@@ -45,9 +45,9 @@ Resize = namedtuple("Resize", "yidx yw xidx xw fma")
 Cache = namedtuple("Cache", "maps chan slot store count pixels rows")
 # cell_heat [K, h, w], tile_heat [K, ny, nx]: upper bounds of the heat.
 Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
-# Filled as refine needs them: tag ranges (float32 [..., M]: min and max per tag dimension) over the
-# 3x3 low-resolution neighbourhoods of all cells of a block (4x4 tiles), of a tile and of each of
-# its cells. Blocks: lo/hi [K, nby * nbx, M], done [K, nby * nbx], heat bound [K, nby * nbx]. Tiles:
+# Filled as refine needs them: tag ranges (float32 [..., M]: min and max per tag dimension) of a
+# block (4x4 tiles: over its cells' 3x3 low-resolution neighbourhoods), of a tile and of each of its
+# cells (narrowed by the weight of the cell's own value, see _tile_boxes). Blocks: lo/hi [K, nby * nbx, M], done [K, nby * nbx], heat bound [K, nby * nbx]. Tiles:
 # slot [K, ny, nx] (1-based) into lo/hi [K * ny * nx, 17, M] (its 16 cells, then the tile itself:
 # a dense store, as for the cells; joint k's from k * ny * nx on), count [K, 8] (in [:, 0]). centre:
 # the least weight of a cell's own value in any of its resized pixels (float32).
