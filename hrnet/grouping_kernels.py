@@ -615,13 +615,14 @@ def _tag_box(T, k, cy0, cy1, cx0, cx1, lo, hi, i, j):
 
 
 @njit(cache=True, nogil=True)
-def _tile_boxes(T, k, ty, tx, r, rows_lo, rows_hi):
+def _tile_boxes(T, k, ty, tx, r, window, rows_lo, rows_hi):
     """Tag ranges of one tile's cells and of the tile (joint k's tags, cache T, the second pass
     mirrored), into its next slot. A cell's resized tags lie in its 3x3 neighbourhood's range
-    [lo, hi], found separably (ranges over 3 columns for each row of the tile's window, rows_lo/hi
-    [6, 4], then over 3 of those rows), and, as the cell's own value t weighs at least r.centre,
-    in [centre t + (1 - centre) lo, centre t + (1 - centre) hi] (less and plus rounding slack).
-    Returns the slot."""
+    [lo, hi] and, as the cell's own value t weighs at least r.centre, in [centre t + (1 - centre)
+    lo, centre t + (1 - centre) hi] (less and plus rounding slack). The tile's window (its cells
+    and one more all round, edge values repeated past the map: window [6, 6]) is read once, then
+    ranged over 3 columns (rows_lo/hi [6, 4]) and 3 of those rows. Cells past the map's edge get
+    ranges too, unused. Returns the slot."""
     tags = T.maps
     h, w = tags.shape[2], tags.shape[3]
     slot = k * r.tile_slot.shape[1] * r.tile_slot.shape[2] + r.tile_count[k, 0]
@@ -632,28 +633,26 @@ def _tile_boxes(T, k, ty, tx, r, rows_lo, rows_hi):
     for m in range(tags.shape[0]):
         src = tags[m, T.chan[m, k]]
         mirror = w - 1 if m == 1 else 0  # column x of the pass is column |mirror - x| of src
-        lo_t = hi_t = src[cy0, abs(mirror - cx0)]
-        for row in range(TILE + 2):
-            y = min(max(cy0 - 1 + row, 0), h - 1)
+        for i in range(TILE + 2):
+            y = min(max(cy0 - 1 + i, 0), h - 1)
+            for j in range(TILE + 2):
+                window[i, j] = src[y, abs(mirror - min(max(cx0 - 1 + j, 0), w - 1))]
+        for i in range(TILE + 2):
             for j in range(TILE):
-                x = min(cx0 + j, w - 1)
-                a = b = src[y, abs(mirror - x)]
-                for xx in range(max(0, x - 1), min(w, x + 2)):
-                    a = min(a, src[y, abs(mirror - xx)])
-                    b = max(b, src[y, abs(mirror - xx)])
-                rows_lo[row, j], rows_hi[row, j] = a, b
+                a, b, c = window[i, j], window[i, j + 1], window[i, j + 2]
+                rows_lo[i, j] = min(min(a, b), c)
+                rows_hi[i, j] = max(max(a, b), c)
+        lo_t = hi_t = window[1, 1]
         for i in range(TILE):
             for j in range(TILE):
-                a, b = rows_lo[i + 1, j], rows_hi[i + 1, j]
-                for row in (i, i + 2):
-                    a = min(a, rows_lo[row, j])
-                    b = max(b, rows_hi[row, j])
-                own = r.centre * src[min(cy0 + i, h - 1), abs(mirror - min(cx0 + j, w - 1))]
+                a = min(min(rows_lo[i, j], rows_lo[i + 1, j]), rows_lo[i + 2, j])
+                b = max(max(rows_hi[i, j], rows_hi[i + 1, j]), rows_hi[i + 2, j])
+                own = r.centre * window[i + 1, j + 1]
                 slack = REL * max(abs(own), abs(a), abs(b)) + ABS
                 a = max(a, own + other * a - slack)
                 b = min(b, own + other * b + slack)
                 lo[i * TILE + j, m], hi[i * TILE + j, m] = a, b
-                if cy0 + i < h and cx0 + j < w:  # cells past the map edge repeat the last one
+                if cy0 + i < h and cx0 + j < w:
                     lo_t = min(lo_t, a)
                     hi_t = max(hi_t, b)
         lo[TILE * TILE, m], hi[TILE * TILE, m] = lo_t, hi_t
@@ -744,6 +743,7 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
     out = np.full(len(joints), -1, np.int64)
     block_bound = np.empty(blocks, np.float32)
     block_id = np.empty(blocks, np.int64)
+    window = np.empty((TILE + 2, TILE + 2), np.float32)
     rows_lo = np.empty((TILE + 2, TILE), np.float32)
     rows_hi = np.empty((TILE + 2, TILE), np.float32)
     tile_bound = np.empty(TILE * TILE, np.float32)
@@ -786,7 +786,7 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
                         continue
                     slot = tile_slot[k, ty, tx] - 1
                     if slot < 0:
-                        slot = _tile_boxes(T, k, ty, tx, r, rows_lo, rows_hi)
+                        slot = _tile_boxes(T, k, ty, tx, r, window, rows_lo, rows_hi)
                     tile_bound[t] = _upper(tile_heat[k, ty, tx], tile_lo, tile_hi, slot, TILE * TILE, p)
                     tile_id[t] = ty * nx + tx
                     t += 1
