@@ -144,7 +144,7 @@ def group(output, center, scale, params: GroupingParams = GroupingParams()):
     keypoints = persons.astype(_F32)
     if params.adjust:
         _adjust(maps, keypoints)
-    scores = np.array([person[:, 2].mean() for person in keypoints], dtype=_F32)
+    scores = kernels.row_means(np.ascontiguousarray(keypoints[:, :, 2]))  # mmpose: each person's .mean()
     if params.refine and len(keypoints):
         _refine(maps, keypoints, cands, params.threads)
     return _to_image(keypoints[:, :, :3], center, scale, maps.size), scores
@@ -392,7 +392,7 @@ def _refine(maps: _Maps, keypoints, cands, threads=0):
     py = np.clip(keypoints[pp, pk, 1].astype(np.intp), 0, height - 1)
     tags = maps.tags_at(pk, py, px)
     starts = np.searchsorted(pp, np.arange(len(keypoints) + 1))
-    prev = np.stack([np.mean(tags[starts[i]:starts[i + 1]], axis=0) for i in range(len(keypoints))])
+    prev = kernels.group_means(tags, starts.astype(np.int64))  # mmpose: np.mean(tags, axis=0) per person
     p, ks = np.nonzero(keypoints[:, :, 2] == 0)
     # mmpose keeps a refined joint only if its heat is > 0: a joint whose heat bound is <= 0
     # everywhere keeps nothing, whatever the argmax

@@ -935,6 +935,83 @@ def munkres(cost):
     return pairs[:p]
 
 
+# ------------------------------------------------------------------------------- numpy's means
+
+@njit(cache=True, nogil=True, inline="always")
+def _pairwise_leaf(a, lo, hi):
+    """numpy's pairwise float32 sum of at most 128 values: sequential below 8, else 8 running sums."""
+    n = hi - lo
+    if n < 8:
+        res = np.float32(0.0)
+        for i in range(lo, hi):
+            res += a[i]
+        return res
+    r = a[lo:lo + 8].copy()
+    i = 8
+    while i < n - n % 8:
+        for j in range(8):
+            r[j] += a[lo + i + j]
+        i += 8
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    for j in range(lo + i, hi):
+        res += a[j]
+    return res
+
+
+@njit(cache=True, nogil=True)
+def _pairwise_sum(a):
+    """numpy's pairwise float32 sum of a (what .mean() of a float32 vector adds up): leaves of at
+    most 128 values, longer runs split in halves at a multiple of 8 and the halves' sums added.
+    (The recursion made explicit: numba's cache does not keep recursive functions.)"""
+    lo_of, hi_of, state = np.empty(64, np.int64), np.empty(64, np.int64), np.empty(64, np.int64)
+    sums = np.empty(64, np.float32)
+    top, count = 0, 0
+    lo_of[0], hi_of[0], state[0] = 0, len(a), 0
+    while top >= 0:
+        lo, hi = lo_of[top], hi_of[top]
+        if hi - lo <= 128:
+            sums[count] = _pairwise_leaf(a, lo, hi)
+            count += 1
+            top -= 1
+            continue
+        half = (hi - lo) // 2
+        half -= half % 8
+        if state[top] < 2:  # push the left half, then the right one
+            state[top] += 1
+            lo_of[top + 1], hi_of[top + 1] = (lo, lo + half) if state[top] == 1 else (lo + half, hi)
+            state[top + 1] = 0
+            top += 1
+        else:
+            count -= 1
+            sums[count - 1] = sums[count - 1] + sums[count]
+            top -= 1
+    return sums[0]
+
+
+@njit(cache=True, nogil=True)
+def row_means(values):
+    """[v.mean() for v in values] of a float32 [P, K] array, as numpy computes each (float32
+    pairwise sum, then a float32 division)."""
+    out = np.empty(values.shape[0], np.float32)
+    for p in range(values.shape[0]):
+        out[p] = _pairwise_sum(values[p]) / np.float32(values.shape[1])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def group_means(values, start):
+    """[np.mean(values[start[g]:start[g+1]], axis=0) for each group g] of a float32 [n, L] array,
+    as numpy computes it (rows added in order in float32, then a float32 division)."""
+    out = np.empty((len(start) - 1, values.shape[1]), np.float32)
+    for g in range(len(start) - 1):
+        for d in range(values.shape[1]):
+            acc = values[start[g], d]
+            for i in range(start[g] + 1, start[g + 1]):
+                acc += values[i, d]
+            out[g, d] = acc / np.float32(start[g + 1] - start[g])
+    return out
+
+
 # ------------------------------------------------------------------------------------ matching
 
 @njit(cache=True, nogil=True)
