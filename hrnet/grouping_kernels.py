@@ -757,14 +757,17 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
         best, best_flat = _refine_cells(R, H, T, k, seeds, len(seeds), p, NEG, np.int64(-1))
         # (a heat bound below best prunes without the tag part: the values are heat - round(d) <=
         # heat, exactly so in float32, and the heat bounds carry the rounding slack)
+        n = 0  # the blocks not pruned by the seeds
         for b in range(blocks):
-            block_bound[b] = block_heat[k, b]
-            if block_done[k, b] and block_heat[k, b] >= best:
-                block_bound[b] = _upper(block_heat[k, b], block_lo, block_hi, k, b, p)
-            block_id[b] = b
-        for j in range(blocks):
+            if block_heat[k, b] >= best:
+                block_bound[n] = block_heat[k, b]
+                if block_done[k, b]:
+                    block_bound[n] = _upper(block_heat[k, b], block_lo, block_hi, k, b, p)
+                block_id[n] = b
+                n += 1
+        for j in range(n):
             top = j  # selection sort, lazily: most blocks are pruned
-            for c in range(j + 1, blocks):
+            for c in range(j + 1, n):
                 if block_bound[c] > block_bound[top]:
                     top = c
             block_bound[j], block_bound[top] = block_bound[top], block_bound[j]
