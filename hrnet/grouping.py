@@ -32,7 +32,7 @@ import math
 import mmap
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -61,16 +61,16 @@ def _in_parallel(fn, parts):
         return [fn(parts[0])]
     pid, size, executor = _pool
     if pid != os.getpid() or size < len(parts) - 1:
-        if pid == os.getpid():
-            executor.shutdown(wait=False)
+        # (the old pool is dropped, not shut down: another call may be about to submit to it; its
+        # threads end when it is collected)
         executor = ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="grouping")
         _pool = (os.getpid(), len(parts) - 1, executor)
     others = [executor.submit(fn, part) for part in parts[1:]]
     try:
         first = fn(parts[0])
     finally:
-        rest = [future.result() for future in others]  # the workers use this call's arrays: wait for them
-    return [first] + rest
+        wait(others)  # the workers use this call's arrays: all must be done, whatever failed
+    return [first] + [future.result() for future in others]
 
 
 def _merge(into, shares, parts):

@@ -7,8 +7,9 @@ cell (the 4x4 input-size pixels of one low-resolution pixel) at a time, and kept
 the call in a dense store (a slot per cell: a sparse cache would cost a page fault per cell).
 Searches skip cells, tiles (4x4 cells) and blocks (4x4 tiles) by upper bounds computed from the
 low-resolution maps: a resized value is a convex combination of its cell's 3x3 neighbourhood in
-which the cell's own value weighs at least 5/8 x 5/8. The low-resolution maps are read where the network left them (the mirrored pass mirrored): the
-maps are 7 MB, and copying them cost more than everything computed from them.
+which the cell's own value weighs at least 5/8 x 5/8. The low-resolution maps are read where the
+network left them (the mirrored pass mirrored): the maps are 7 MB, and copying them cost more than
+everything computed from them.
 
 grouping._Maps builds the Grid. Kernels unpack it once: reading a field of a large tuple inside a
 loop, or passing one to a function that is not inlined, costs more than the arithmetic. They
@@ -47,11 +48,13 @@ Cache = namedtuple("Cache", "maps chan slot store count pixels rows")
 Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
 # Filled as refine needs them: tag ranges (float32 [..., M]: min and max per tag dimension) of a
 # block (4x4 tiles: over its cells' 3x3 low-resolution neighbourhoods), of a tile and of each of its
-# cells (narrowed by the weight of the cell's own value, see _tile_boxes). Blocks: lo/hi [K, nby * nbx, M], done [K, nby * nbx], heat bound [K, nby * nbx]. Tiles:
-# slot [K, ny, nx] (1-based) into lo/hi [K * ny * nx, 17, M] (its 16 cells, then the tile itself:
-# a dense store, as for the cells; joint k's from k * ny * nx on), count [K, 8] (in [:, 0]). centre:
-# the least weight of a cell's own value in any of its resized pixels (float32).
-RefineBounds = namedtuple("RefineBounds", "block_lo block_hi block_done block_heat tile_slot tile_lo tile_hi tile_count centre")
+# cells (narrowed by the weight of the cell's own value, see _tile_boxes). Blocks: lo/hi
+# [K, nby * nbx, M], done [K, nby * nbx], heat bound [K, nby * nbx]. Tiles: slot [K, ny, nx]
+# (1-based) into lo/hi [K * ny * nx, 17, M] (its 16 cells, then the tile itself: a dense store, as
+# for the cells; joint k's from k * ny * nx on), count [K, 8] (in [:, 0]). centre: the least
+# weight of a cell's own value in any of its resized pixels (float32).
+RefineBounds = namedtuple("RefineBounds",
+                          "block_lo block_hi block_done block_heat tile_slot tile_lo tile_hi tile_count centre")
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -189,7 +192,7 @@ def _lerp(a, b, w0, w1, w0d, fma):
 @njit(cache=True, nogil=True, inline="always")
 def _resize_cell(maps, m, c, yidx, yw, xidx, xw, fma, rows, k, cy, cx, out, o0, o1):
     """torch's resize of the low-resolution map maps[m, c] on one cell into out[o0, o1, :16]: each
-    source row is resized horizontally once (into rows[k] [3, 4]), then vertically: the per-pixel
+    source row is resized horizontally once (into rows[k, :3]), then vertically: the per-pixel
     operations of its kernel."""
     y0, x0 = cy * CELL, cx * CELL
     base = yidx[0, y0]
@@ -1001,17 +1004,27 @@ def row_means(values):
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _column_mean(values, lo, hi, d):
+    """np.mean(values[lo:hi], axis=0)[d] of a float32 [n, L] array, as numpy computes it: with one
+    column the axis is a vector (pairwise sum), with more the rows are added in order; then a
+    float32 division."""
+    if values.shape[1] == 1:
+        return _pairwise_sum(values[lo:hi, 0]) / np.float32(hi - lo)
+    acc = values[lo, d]
+    for i in range(lo + 1, hi):
+        acc += values[i, d]
+    return acc / np.float32(hi - lo)
+
+
 @njit(cache=True, nogil=True)
 def group_means(values, start):
     """[np.mean(values[start[g]:start[g+1]], axis=0) for each group g] of a float32 [n, L] array,
-    as numpy computes it (rows added in order in float32, then a float32 division)."""
+    as numpy computes it (_column_mean)."""
     out = np.empty((len(start) - 1, values.shape[1]), np.float32)
     for g in range(len(start) - 1):
         for d in range(values.shape[1]):
-            acc = values[start[g], d]
-            for i in range(start[g] + 1, start[g + 1]):
-                acc += values[i, d]
-            out[g, d] = acc / np.float32(start[g + 1] - start[g])
+            out[g, d] = _column_mean(values, start[g], start[g + 1], d)
     return out
 
 
@@ -1042,8 +1055,8 @@ def match_by_tag(order, start, xs, ys, vals, tags, max_people, tag_threshold, us
     """mmpose's _match_by_tag on the detections (joint j's are rows start[j]:start[j+1] of xs, ys,
     vals, tags [n, L]), joints visited in `order`: the people [P, K, 3 + L] float64 (x, y, val,
     tags), in the order their founding tags were first seen. Same float64 cost matrix and munkres
-    1.1.4's algorithm; a person's tag is the float32 mean of its tags, summed in order (what
-    np.mean over its tag list computes)."""
+    1.1.4's algorithm; a person's tag is the float32 mean of its tags as np.mean over its tag list
+    computes it (_column_mean)."""
     K = len(order)
     L = tags.shape[1]
     n = len(xs)
@@ -1071,11 +1084,8 @@ def match_by_tag(order, start, xs, ys, vals, tags, max_people, tag_threshold, us
         num = min(people, max_people)
         grouped = np.zeros((num, L), np.float32)
         for c in range(num):
-            for t in range(tag_count[c]):
-                for d in range(L):
-                    grouped[c, d] = tag_list[c, 0, d] if t == 0 else grouped[c, d] + tag_list[c, t, d]
             for d in range(L):
-                grouped[c, d] = grouped[c, d] / np.float32(tag_count[c])
+                grouped[c, d] = _column_mean(tag_list[c], 0, tag_count[c], d)
         width = max(added, num)
         cost = np.empty((added, width), np.float64)
         dist = np.empty((added, num), np.float64)

@@ -248,17 +248,18 @@ def test_compiled_munkres_is_munkres_1_1_4(seed):
 
 
 def test_compiled_means_are_numpys():
-    """Person scores (each person's float32 .mean()) and refine's person tags (np.mean(axis=0) of
-    its tags) come from kernels: the same float32 sums in the same order as numpy's, checked
-    over magnitudes 1e-4..1e4, every length up to 40 and the pairwise sum's splits past 128."""
+    """Person scores (each person's float32 .mean()) and person tags (np.mean(axis=0) of its tags:
+    in refine and in tag matching) come from kernels: the same float32 sums in the same order as
+    numpy's, checked over magnitudes 1e-4..1e4, every length up to 40, the pairwise sum's splits
+    past 128, and tags of one dimension (numpy sums that column pairwise) and of two (row by row)."""
     rng = np.random.default_rng(0)
     for n in [*range(1, 41), 128, 129, 300]:
         values = (rng.standard_normal((40, n, 3)) * np.exp(rng.uniform(-9, 9, (40, n, 3)))).astype(np.float32)
         want = np.array([person[:, 2].mean() for person in values], np.float32)
         np.testing.assert_array_equal(grouping.kernels.row_means(np.ascontiguousarray(values[:, :, 2])), want)
-    for _ in range(2000):
-        n = int(rng.integers(1, 18))
-        tags = (rng.standard_normal((n, 2)) * np.exp(rng.uniform(-9, 9, (n, 2)))).astype(np.float32)
+    for i in range(4000):
+        n, dims = int(rng.integers(1, 18)), 1 + i % 2  # one tag dimension without flip test, two with
+        tags = (rng.standard_normal((n, dims)) * np.exp(rng.uniform(-9, 9, (n, dims)))).astype(np.float32)
         start = np.unique(np.concatenate([[0, n], rng.integers(0, n + 1, 3)])).astype(np.int64)
         want = np.stack([np.mean(tags[a:b], axis=0) for a, b in zip(start[:-1], start[1:])])
         np.testing.assert_array_equal(grouping.kernels.group_means(tags, start), want)
