@@ -282,10 +282,9 @@ class _Maps:
         tags = _cache("tags", out, chan + k, (cells, batch, kernels.TAG_ROW))
         # (rounded down: a smaller weight only loosens the bounds)
         self.centre = np.nextafter(_F32(_own_weight(h) * _own_weight(w)), _F32(0))
-        tops = np.max(_in_parallel(
+        top = max(_in_parallel(
             lambda joints: kernels.prepare(out, joints, flip, self.centre, cell, tile, heat.slot, tags.slot),
-            _interleave(np.arange(k), params.threads)), axis=0)
-        top = tops.max()
+            _interleave(np.arange(k), params.threads)))
         if top >= 0x7F800000:
             raise ValueError("output contains NaN or infinite values")
         big = float(np.uint32(top).view(_F32))  # the largest |value|

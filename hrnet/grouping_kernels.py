@@ -152,11 +152,11 @@ def prepare(out, joints, flip_index, centre, cell, tile, heat_slot, tag_slot):
     least `centre`, in both passes with the same weights, so their mean is too: it is at most
     centre * own + (1 - centre) * the neighbourhood's maximum. The slack covers rounding, a few
     ulp of the joint's largest magnitude.
-    Returns each joint's largest |value| as float32 bits [K] (0 for joints not listed, >=
-    0x7F800000 for a NaN or infinity), for the caller to check before any search."""
+    Returns the largest |value| of the listed joints' channels as float32 bits (>= 0x7F800000 for
+    a NaN or infinity), for the caller to check before any search."""
     M, C, h, w = out.shape
     K = C // 2
-    tops = np.zeros(K, np.uint32)
+    largest = np.uint32(0)
     mean = np.empty((h, w), np.float32)
     rows = np.empty((h, w), np.float32)
     for k in joints:
@@ -174,8 +174,8 @@ def prepare(out, joints, flip_index, centre, cell, tile, heat_slot, tag_slot):
             _tile_max(tile[k], cell[k])
         heat_slot[k] = 0
         tag_slot[k] = 0
-        tops[k] = top
-    return tops
+        largest = max(largest, top)
+    return largest
 
 
 # ------------------------------------------------------------------------------ exact values
@@ -327,8 +327,7 @@ def _fill_above(R, C, k, cys, cxs, n, floor, halo):
         least = _centre_max(store, slot, halo)
         y0, y1, x0, x1 = CELL, -1, CELL, -1  # the candidates' rows and columns within the cell
         for p in range(CELL * CELL):
-            v = store[slot, 0, p]
-            if v > floor and v >= least:
+            if _candidate(store[slot, 0, p], floor, least):
                 y0, y1 = min(y0, p // CELL), max(y1, p // CELL)
                 x0, x1 = min(x0, p % CELL), max(x1, p % CELL)
         if y1 < 0:
@@ -352,9 +351,17 @@ def _centre_max(store, slot, halo):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _candidate(v, floor, least):
+    """Whether a pixel of value v is worth _is_max: above floor and not below its cell's
+    _centre_max `least`. The one rule for the searches and for _fill_above, which computes the
+    cells that _is_max will read for exactly these pixels."""
+    return v > floor and v >= least
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _is_max(slots, store, k, y, x, v, halo):
-    """MaxPool(2*halo+1, stride 1, padding -inf) of the cached heat equals v at (y, x) (callers
-    rule out values below _centre_max first)."""
+    """MaxPool(2*halo+1, stride 1, padding -inf) of the cached heat equals v at (y, x) (for
+    _candidate pixels only: their windows' cells are computed)."""
     height, width = slots.shape[1] * CELL, slots.shape[2] * CELL
     for yy in range(max(0, y - halo), min(height, y + halo + 1)):
         for xx in range(max(0, x - halo), min(width, x + halo + 1)):
@@ -388,10 +395,10 @@ def _maxima_above(R, C, bound, k, thr, halo):
     found = 0
     for i in range(n):
         slot = slots[k, cys[i], cxs[i]] - 1
-        floor = max(thr, _centre_max(store, slot, halo))
+        least = _centre_max(store, slot, halo)
         for p in range(CELL * CELL):
             v = store[slot, 0, p]
-            if v > thr and v >= floor:
+            if _candidate(v, thr, least):
                 y, x = cys[i] * CELL + p // CELL, cxs[i] * CELL + p % CELL
                 if _is_max(slots, store, k, y, x, v, halo):
                     flat[found] = y * width + x
@@ -492,12 +499,13 @@ def _topk_replay(R, C, bound, k, top, halo):
             for cx in range(w):
                 if not live[cx]:
                     continue
-                slot, floor = live_slot[cx], centre[cx]
+                slot, least = live_slot[cx], centre[cx]
                 for j in range(CELL):
                     x = cx * CELL + j
                     v = store[slot, 0, i * CELL + j]
                     if filled < top or hv[0] < 0:
-                        nms = v if v >= floor and _is_max(slots, store, k, y, x, v, halo) else np.float32(0.0)
+                        is_max = _candidate(v, NEG, least) and _is_max(slots, store, k, y, x, v, halo)
+                        nms = v if is_max else np.float32(0.0)
                         if filled < top:
                             hv[filled] = nms
                             hi[filled] = y * width + x
@@ -506,7 +514,7 @@ def _topk_replay(R, C, bound, k, top, halo):
                                 _make_heap(hv, hi)
                         elif nms > hv[0]:
                             _adjust_heap(hv, hi, 0, top, nms, y * width + x)
-                    elif v > hv[0] and v >= floor and _is_max(slots, store, k, y, x, v, halo):
+                    elif _candidate(v, hv[0], least) and _is_max(slots, store, k, y, x, v, halo):
                         _adjust_heap(hv, hi, 0, top, v, y * width + x)
     _sort_heap(hv, hi)
     return hi, hv
