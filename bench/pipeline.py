@@ -90,8 +90,8 @@ def main(argv=None) -> int:
         t_net += t
         t_group += timed(lambda: grouping.group(out, center, scale, params), fast_repeat)[0]
 
-    # Grouping on trained-like maps too: random weights give noise tags (std ~10) that no bound
-    # can prune, unlike a trained network's (hrnet/synthetic.py imitates those).
+    # Grouping on trained-like maps too: random weights give noise tags (std ~10) that bounds
+    # prune badly, unlike a trained network's smooth ones (hrnet/synthetic.py imitates those).
     scenes = {people: network_like(np.random.default_rng(people), *MAPS, people) for people in (3, 10)}
     t_scene = {people: timed(lambda: grouping.group(out, CENTER, SCALE, params), fast_repeat)[0]
                for people, out in scenes.items()}

@@ -4,15 +4,21 @@ import statistics
 import time
 
 
+def _clocked(fn):
+    """(seconds fn() took, its result)."""
+    t = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t, result
+
+
 def timed(fn, repeat: int, warmup: int = 1):
     """(median seconds of `repeat` calls of fn after `warmup` calls, the last call's result)."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
+        t, result = _clocked(fn)
+        times.append(t)
     return statistics.median(times), result
 
 
@@ -22,10 +28,5 @@ def timed_pair(fn_a, fn_b, repeat: int, warmup: int = 1):
     for _ in range(warmup):
         fn_a()
         fn_b()
-    times_a, times_b = [], []
-    for _ in range(repeat):
-        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-    return statistics.median(times_a), statistics.median(times_b)
+    pairs = [(_clocked(fn_a)[0], _clocked(fn_b)[0]) for _ in range(repeat)]
+    return statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs)
