@@ -95,6 +95,9 @@ class GroupingParams:
     tag_threshold: float = 1.0
     nms_kernel: int = 5
     use_detection_val: bool = True
+    # False (this config): match each joint against every person found so far, however many.
+    # True: only against the first max_num_people, and skip the joint once that many exist.
+    ignore_too_much: bool = False
     adjust: bool = True
     refine: bool = True
     flip_test: bool = True
@@ -360,7 +363,8 @@ def _match_by_tag(cands, params: GroupingParams):
     order = np.asarray(JOINT_ORDER if params.num_joints == len(JOINT_ORDER) else range(params.num_joints), np.int64)
     start, xs, ys, vals, tags = cands
     return kernels.match_by_tag(order, start.astype(np.int64), xs.astype(np.int64), ys.astype(np.int64), vals, tags,
-                                params.max_num_people, float(params.tag_threshold), bool(params.use_detection_val))
+                                params.max_num_people, bool(params.ignore_too_much), float(params.tag_threshold),
+                                bool(params.use_detection_val))
 
 
 # ----------------------------------------------------------------------------- adjust, refine

@@ -1059,12 +1059,14 @@ def _found(keys, joints, tag_list, tag_count, people, key, k, joint, tag):
 
 
 @njit(cache=True, nogil=True)
-def match_by_tag(order, start, xs, ys, vals, tags, max_people, tag_threshold, use_detection_val):
+def match_by_tag(order, start, xs, ys, vals, tags, max_people, ignore_too_much, tag_threshold, use_detection_val):
     """mmpose's _match_by_tag on the detections (joint j's are rows start[j]:start[j+1] of xs, ys,
     vals, tags [n, L]), joints visited in `order`: the people [P, K, 3 + L] float64 (x, y, val,
     tags), in the order their founding tags were first seen. Same float64 cost matrix and munkres
     1.1.4's algorithm; a person's tag is the float32 mean of its tags as np.mean over its tag list
-    computes it (_column_mean)."""
+    computes it (_column_mean).
+    Candidates are matched against every person found so far; only with ignore_too_much are they
+    matched against the first max_people, and a joint is skipped once that many exist (mmpose)."""
     K = len(order)
     L = tags.shape[1]
     n = len(xs)
@@ -1089,7 +1091,9 @@ def match_by_tag(order, start, xs, ys, vals, tags, max_people, tag_threshold, us
                 people = _found(keys, joints, tag_list, tag_count, people, np.float64(tags[s + r, 0]), k,
                                 rows[r], tags[s + r])
             continue
-        num = min(people, max_people)
+        if ignore_too_much and people >= max_people:
+            continue  # mmpose cuts the list to max_people persons, then skips the joint if it is full
+        num = people  # (below max_people with ignore_too_much, so the cut changes nothing)
         grouped = np.zeros((num, L), np.float32)
         for c in range(num):
             for d in range(L):

@@ -72,56 +72,49 @@ class _Params:
             self.joint_order = list(np.arange(self.num_joints))
 
 
-def _py_max_match(scores):
-    return np.array(Munkres().compute(scores)).astype(int)
-
-
 def _match_by_tag(tag_k, loc_k, val_k, params):
-    default_ = np.zeros((params.num_joints, 3 + tag_k.shape[2]), dtype=np.float32)
-    joint_dict = {}
-    tag_dict = {}
-    for i in range(params.num_joints):
-        idx = params.joint_order[i]
-        tags = tag_k[idx]
-        # int64 locations + float32 values/tags concatenate to float64, as in mmpose
-        joints = np.concatenate((loc_k[idx], val_k[idx, :, None], tags), 1)
-        mask = joints[:, 2] > params.detection_threshold
-        tags = tags[mask]
-        joints = joints[mask]
-        if joints.shape[0] == 0:
+    """match_by_tag for one image, written from the reference description (docs/pipeline.md,
+    "Grouping"), one bullet at a time: tag_k [K,30,L], loc_k [K,30,2] int, val_k [K,30]."""
+    num_joints, tag_dims = params.num_joints, tag_k.shape[2]
+    people = {}  # founding tag0 -> [K, 3+L] float32 rows; insertion-ordered, like mmpose's dict
+    tag_lists = {}  # founding tag0 -> the tag vectors collected for that person
+    for i, joint in enumerate(params.joint_order):
+        # candidates: rows (x, y, val, tag...) as float64, those with val above the threshold
+        rows = np.concatenate((loc_k[joint], val_k[joint][:, None], tag_k[joint]), axis=1)
+        rows = rows[rows[:, 2] > params.detection_threshold]
+        if len(rows) == 0:
             continue
-        if i == 0 or len(joint_dict) == 0:
-            for tag, joint in zip(tags, joints):
-                key = tag[0]
-                joint_dict.setdefault(key, np.copy(default_))[idx] = joint
-                tag_dict[key] = [tag]
-        else:
-            grouped_keys = list(joint_dict.keys())[:params.max_num_people]
-            grouped_tags = [np.mean(tag_dict[k], axis=0) for k in grouped_keys]
-            if params.ignore_too_much and len(grouped_keys) == params.max_num_people:
-                continue
-            diff = joints[:, None, 3:] - np.array(grouped_tags)[None, :, :]
-            diff_normed = np.linalg.norm(diff, ord=2, axis=2)
-            diff_saved = np.copy(diff_normed)
-            if params.use_detection_val:
-                diff_normed = np.round(diff_normed) * 100 - joints[:, 2:3]
-            num_added = diff.shape[0]
-            num_grouped = diff.shape[1]
-            if num_added > num_grouped:
-                diff_normed = np.concatenate(
-                    (diff_normed, np.zeros((num_added, num_added - num_grouped), dtype=np.float32) + 1e10),
-                    axis=1)
-            pairs = _py_max_match(diff_normed)
-            for row, col in pairs:
-                if row < num_added and col < num_grouped and diff_saved[row][col] < params.tag_threshold:
-                    key = grouped_keys[col]
-                    joint_dict[key][idx] = joints[row]
-                    tag_dict[key].append(tags[row])
-                else:
-                    key = tags[row][0]
-                    joint_dict.setdefault(key, np.copy(default_))[idx] = joints[row]
-                    tag_dict[key] = [tags[row]]
-    return np.array([joint_dict[k] for k in joint_dict]).astype(np.float32)
+        cand_tags = rows[:, 3:].astype(np.float32)  # (the float32 tags, as gathered)
+
+        def found(row, tag):
+            # a new person keyed by its float tag0 (a person with an equal key takes the joint and
+            # restarts its tag list: dict assignment)
+            key = tag[0]
+            people.setdefault(key, np.zeros((num_joints, 3 + tag_dims), np.float32))[joint] = row
+            tag_lists[key] = [tag]
+
+        if i == 0 or not people:
+            for row, tag in zip(rows, cand_tags):
+                found(row, tag)
+            continue
+        keys = list(people)  # every person found so far ...
+        if params.ignore_too_much:  # ... unless told to ignore the ones past max_num_people
+            keys = keys[:params.max_num_people]
+            if len(keys) == params.max_num_people:
+                continue  # and then the joint is skipped entirely
+        person_tags = np.array([np.mean(tag_lists[k], axis=0) for k in keys])
+        dist = np.linalg.norm(rows[:, None, 3:] - person_tags[None, :, :], ord=2, axis=2)
+        cost = np.round(dist) * 100 - rows[:, 2:3] if params.use_detection_val else np.copy(dist)
+        n_cand, n_person = dist.shape
+        if n_cand > n_person:  # extra columns cost 1e10
+            cost = np.concatenate((cost, np.full((n_cand, n_cand - n_person), 1e10, np.float32)), axis=1)
+        for row, col in np.array(Munkres().compute(cost)).astype(int):
+            if row < n_cand and col < n_person and dist[row, col] < params.tag_threshold:
+                people[keys[col]][joint] = rows[row]
+                tag_lists[keys[col]].append(cand_tags[row])
+            else:
+                found(rows[row], cand_tags[row])
+    return np.array(list(people.values())).astype(np.float32)
 
 
 class HeatmapParser:

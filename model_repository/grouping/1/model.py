@@ -26,6 +26,7 @@ _PARSERS = {
     "tag_threshold": float,
     "nms_kernel": int,
     "use_detection_val": bool,
+    "ignore_too_much": bool,
     "adjust": bool,
     "refine": bool,
     "flip_test": bool,
