@@ -1,4 +1,5 @@
-"""Connecting to the server: one readiness check, one clear message naming URL and model, exit 2.
+"""Connecting to the server: the connection flags every client shares (URL, TLS, request headers,
+--wait-ready), one readiness check, and one clear message saying why a server cannot be used.
 
 Also walks a model's ensemble steps, which the evaluation (random-weights check) and the
 benchmark (per-step server statistics) both need.
@@ -6,44 +7,170 @@ benchmark (per-step server statistics) both need.
 
 from __future__ import annotations
 
-import sys
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
 import tritonclient.grpc as grpcclient
+from tritonclient._plugin import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException
 
-EXIT_UNAVAILABLE = 2
+from backend.cli import EXIT_UNAVAILABLE, UserError, fail
+
 DEFAULT_URL = "localhost:8001"
 RANDOM_INIT = "random-init"
+_RETRY_S = 0.5
 
 
 class ServerUnavailable(Exception):
     """The server cannot be reached or the model is not ready."""
 
 
-def connect(url: str, model: str, timeout_s: float = 10.0) -> grpcclient.InferenceServerClient:
-    """A client for `url` whose server is live and whose `model` is ready."""
-    try:
-        client = grpcclient.InferenceServerClient(url)
-    except Exception as err:  # malformed URL and the like
-        raise ServerUnavailable(f"cannot open a gRPC channel to {url!r}: {err}") from None
+class _Headers(InferenceServerClientPlugin):
+    """Adds fixed headers to every request (tritonclient's plugin hook), e.g. the header a server
+    started with --grpc-restricted-protocol demands."""
+
+    def __init__(self, headers: dict[str, str]):
+        self.headers = headers
+
+    def __call__(self, request):
+        request.headers.update(self.headers)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach the server: tritonclient's TLS options, extra headers, how long to wait."""
+
+    url: str = DEFAULT_URL
+    ssl: bool = False
+    root_certificates: str | None = None
+    private_key: str | None = None
+    certificate_chain: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    wait_ready_s: float = 0.0
+
+    def client(self) -> grpcclient.InferenceServerClient:
+        try:
+            client = grpcclient.InferenceServerClient(
+                self.url, ssl=self.ssl, root_certificates=self.root_certificates,
+                private_key=self.private_key, certificate_chain=self.certificate_chain)
+        except Exception as err:  # malformed URL, unreadable certificate and the like
+            raise ServerUnavailable(f"cannot open a gRPC channel to {self.url!r}: {err}") from None
+        if self.headers:
+            client.register_plugin(_Headers(dict(self.headers)))
+        return client
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The connection flags, named as tritonclient's examples and perf_analyzer name them."""
+    group = parser.add_argument_group("connection")
+    group.add_argument("-u", "--url", default=DEFAULT_URL, help="server gRPC address HOST:PORT")
+    group.add_argument("--ssl", action="store_true",
+                       help="TLS (implied by the three certificate options)")
+    group.add_argument("--root-certificates", metavar="PEM",
+                       help="CA certificate(s) to trust the server with (default: the system's)")
+    group.add_argument("--private-key", metavar="PEM", help="client key, for mutual TLS")
+    group.add_argument("--certificate-chain", metavar="PEM",
+                       help="client certificate, for mutual TLS")
+    group.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
+                       help="extra header on every request (repeatable), e.g. the one a server "
+                            "started with --grpc-restricted-protocol demands")
+    group.add_argument("--wait-ready", type=float, default=0.0, metavar="S",
+                       help="wait up to S seconds for the server and model to become ready "
+                            "(default 0: fail at once)")
+
+
+def from_args(args: argparse.Namespace) -> Connection:
+    """The Connection of parsed `add_arguments` flags; UserError for a bad file or header."""
+    files = {}
+    for flag in ("root_certificates", "private_key", "certificate_chain"):
+        path = getattr(args, flag)
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"--{flag.replace('_', '-')} {path}: no such file")
+        files[flag] = path
+    if bool(files["private_key"]) != bool(files["certificate_chain"]):
+        raise UserError("--private-key and --certificate-chain go together (mutual TLS)")
+    headers = []
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise UserError(f"--header {item!r}: expected NAME:VALUE")
+        headers.append((name.strip().lower(), value.strip()))
+    if args.wait_ready < 0:
+        raise UserError("--wait-ready must be at least 0 seconds")
+    return Connection(args.url, args.ssl or any(files.values()), **files, headers=tuple(headers),
+                      wait_ready_s=args.wait_ready)
+
+
+def why_unreachable(conn: Connection, err: InferenceServerException) -> str:
+    """gRPC's channel error as a sentence naming the URL, the likely cause and the fix."""
+    text = err.message() or str(err)
+    url = conn.url
+    if "Connection refused" in text:
+        return f"no server listens at {url}"
+    if "resolving" in text or "Domain name not found" in text:
+        return f"cannot resolve the host of {url}"
+    if "WRONG_VERSION_NUMBER" in text:
+        return f"TLS handshake with {url} failed: the server does not speak TLS (drop --ssl)"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (f"TLS handshake with {url} failed: the server's certificate is not trusted "
+                f"(give its CA with --root-certificates PEM)")
+    if "andshake" in text:
+        return f"TLS handshake with {url} failed: {text}"
+    if "Socket closed" in text or "Connection reset" in text:
+        if not conn.ssl:
+            return (f"the server at {url} closed the connection: it probably requires TLS "
+                    f"(use --ssl --root-certificates PEM)")
+        return (f"the server at {url} closed the TLS connection: it probably requires a client "
+                f"certificate (--private-key PEM --certificate-chain PEM) or refuses this one")
+    if "restricted, expecting header" in text:
+        return (f"the server at {url} refused the request: {text} "
+                f"(pass it with --header NAME:VALUE)")
+    if "Deadline" in text or "DEADLINE" in str(err.status()):
+        return f"no answer from {url} in time"
+    return f"no inference server answers at {url}: {text}"
+
+
+# Failures that waiting cannot cure: wrong TLS setup, a missing header.
+_FINAL = ("TLS handshake", "closed the TLS connection", "closed the connection: it probably",
+          "refused the request")
+
+
+def connect(conn: Connection | str, model: str,
+            timeout_s: float = 10.0) -> grpcclient.InferenceServerClient:
+    """A client for the server of `conn` whose server is live and whose `model` is ready,
+    retried for up to conn.wait_ready_s seconds; ServerUnavailable says why not."""
+    if isinstance(conn, str):
+        conn = Connection(conn)
+    client = conn.client()
+    deadline = time.monotonic() + conn.wait_ready_s
+    while True:
+        reason = _not_ready_reason(conn, client, model, timeout_s)
+        if reason is None:
+            return client
+        if time.monotonic() + _RETRY_S > deadline or any(m in reason for m in _FINAL):
+            client.close()
+            waited = f" (after waiting {conn.wait_ready_s:g} s)" if conn.wait_ready_s else ""
+            raise ServerUnavailable(f"{reason}{waited}")
+        time.sleep(_RETRY_S)
+
+
+def _not_ready_reason(conn: Connection, client, model: str, timeout_s: float) -> str | None:
     try:
         client.is_server_live(client_timeout=timeout_s)
     except InferenceServerException as err:
-        client.close()
-        raise ServerUnavailable(
-            f"no inference server answers at {url} (wanted model '{model}'): "
-            f"{err.message()}") from None
+        return f"{why_unreachable(conn, err)} (wanted model '{model}')"
     try:
         ready = client.is_model_ready(model, client_timeout=timeout_s)
     except InferenceServerException as err:
-        client.close()
-        raise ServerUnavailable(
-            f"model '{model}' is not available on the server at {url}: {err.message()}") from None
+        if "restricted, expecting header" in (err.message() or ""):
+            return why_unreachable(conn, err)
+        return f"model '{model}' is not available on the server at {conn.url}: {err.message()}"
     if not ready:
-        client.close()
-        raise ServerUnavailable(f"model '{model}' is not ready on the server at {url}")
-    return client
+        return f"model '{model}' is not ready on the server at {conn.url}"
+    return None
 
 
 def lost_server(err: Exception, client: grpcclient.InferenceServerClient, timeout_s: float = 5.0) -> bool:
@@ -58,8 +185,7 @@ def lost_server(err: Exception, client: grpcclient.InferenceServerClient, timeou
 
 
 def exit_unavailable(err: Exception) -> NoReturn:
-    print(f"error: {err}", file=sys.stderr)
-    raise SystemExit(EXIT_UNAVAILABLE)
+    fail(str(err), EXIT_UNAVAILABLE)
 
 
 def pipeline_configs(client: grpcclient.InferenceServerClient, model: str) -> dict:
@@ -83,8 +209,9 @@ def random_weight_models(client: grpcclient.InferenceServerClient, model: str) -
             and config.parameters["weights"].string_value == RANDOM_INIT]
 
 
-def random_weights_banner(models: list[str]) -> str:
+def random_weights_banner(models: list[str], what: str = "The AP below is") -> str:
     bar = "!" * 78
     return (f"{bar}\n!!! WARNING: {', '.join(models)} run(s) RANDOM weights ('{RANDOM_INIT}').\n"
-            f"!!! The AP below is MEANINGLESS: load the trained checkpoint to measure accuracy.\n"
+            f"!!! {what} MEANINGLESS: serve the trained checkpoint for real results\n"
+            f"!!! (make model CHECKPOINT=path/to/hrnet_w32_coco_512x512-bcb8c247_20200816.pth).\n"
             f"{bar}")

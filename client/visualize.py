@@ -1,11 +1,12 @@
 """Pose pictures: people's 17 keypoints and the COCO skeleton drawn on the image.
 
     python -m client.visualize IMAGE [--url localhost:8001] [--model hrnet_pose] [-o out.png]
-                                     [--min-score 0.2]
+                                     [--min-score 0.2] [TLS, header and --wait-ready options]
 
 Limbs and joints are coloured by body side (left green, right blue, centre orange); each person's
 score is written above them. `client.coco_eval --vis-dir` uses the same drawing, ground truth
-beside the prediction.
+beside the prediction. When the served network has random weights it says so: the poses are
+then noise (often nobody at all).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import cv2
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.connection import DEFAULT_URL, ServerUnavailable, connect, exit_unavailable
+from backend import cli
+from client import connection
+from client.connection import (ServerUnavailable, connect, exit_unavailable, random_weight_models,
+                               random_weights_banner)
 from client.pose import DEFAULT_MODEL, infer_pose
 
 # COCO skeleton, 0-based joint indices (the annotation file's `skeleton` minus one).
@@ -96,37 +100,69 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m client.visualize", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def read_image(path: Path) -> tuple[bytes, np.ndarray]:
+    """The file's bytes and its decoded BGR image; UserError naming the file otherwise."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise cli.UserError(f"{path}: no such file (give a JPEG or PNG image)") from None
+    except IsADirectoryError:
+        raise cli.UserError(f"{path} is a folder: give one JPEG or PNG image") from None
+    except OSError as err:
+        raise cli.UserError(f"{path}: cannot read it ({err.strerror})") from None
+    try:
+        return data, decode_image(data)
+    except ValueError:
+        raise cli.UserError(f"{path} is not an image OpenCV can decode (give a JPEG or PNG)") from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = cli.ArgumentParser(prog="python -m client.visualize", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=cli.exit_codes_help(cli.EXIT_UNAVAILABLE))
     parser.add_argument("image", type=Path, help="JPEG or PNG file")
-    parser.add_argument("--url", default=DEFAULT_URL, help="server gRPC address")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("-o", "--output", type=Path,
                         help="PNG to write (default: IMAGE_pose.png in the current folder)")
     parser.add_argument("--min-score", type=float, default=0.2,
                         help="joints scoring lower are not drawn")
-    args = parser.parse_args(argv)
+    connection.add_arguments(parser)
+    return parser.parse_args(argv)
 
-    data = args.image.read_bytes()
-    image = decode_image(data)
+
+def _main(argv: list[str] | None) -> int:
+    args = parse_args(argv)
+    conn = connection.from_args(args)
+    data, image = read_image(args.image)
     try:
-        client = connect(args.url, args.model)
+        client = connect(conn, args.model)
+        random_models = random_weight_models(client, args.model)
     except ServerUnavailable as err:
         exit_unavailable(err)
+    except InferenceServerException as err:
+        exit_unavailable(ServerUnavailable(
+            f"cannot read the config of '{args.model}' at {conn.url}: {err.message()}"))
     try:
         keypoints, scores = infer_pose(client, args.model, data)
     except InferenceServerException as err:
         print(f"error: the server rejected {args.image}: {err}", file=sys.stderr)
-        return 1
+        return cli.EXIT_FAILED
     finally:
         client.close()
     output = args.output or Path(f"{args.image.stem}_pose.png")
     write_png(output, draw_poses(image, keypoints, scores, args.min_score))
     drawn = int(((keypoints[:, :, 2] >= args.min_score).any(axis=1)).sum()) if len(scores) else 0
+    if random_models:
+        print(random_weights_banner(random_models, "The poses drawn are"), file=sys.stderr)
     print(f"{output}: {len(scores)} people found, {drawn} drawn "
-          f"(joints scoring >= {args.min_score})")
-    return 0
+          f"(joints scoring >= {args.min_score})"
+          + (f"; RANDOM weights ({', '.join(random_models)}): the poses are noise"
+             if random_models else ""))
+    return cli.EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":
