@@ -32,9 +32,14 @@ class UserError(Exception):
     """A mistake of the person running the command; the message is the one line they see."""
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    """Print `error: message` (one line) on stderr and exit with `code`."""
+def report(message: str) -> None:
+    """Print `error: message` on stderr, as one line."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Report `message` and exit with `code`."""
+    report(message)
     raise SystemExit(code)
 
 
@@ -55,8 +60,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run(main, argv: list[str] | None = None) -> int:
-    """Call `main(argv)`, turning a UserError into the one-line report and EXIT_FAILED."""
+    """`main(argv)`'s exit code; a UserError is reported in one line and gives EXIT_FAILED."""
     try:
         return main(argv)
     except UserError as err:
-        fail(str(err))
+        report(str(err))
+        return EXIT_FAILED

@@ -30,6 +30,11 @@ REFERENCE = {
     "Ascend": {"AP": 0.653, "AR": 0.709},
 }
 
+# COCOeval writes -1 for a figure it has nothing to compute from (not a score).
+NOT_COMPUTED_NOTE = ("-1.000 = not computed: the evaluated images hold no person with labelled "
+                     "keypoints of that\nsize (M: area 32^2 to 96^2 pixels, L: above 96^2); "
+                     "evaluate more images for these figures.")
+
 # The bundled mini set (4 real val2017 images) lets the evaluation run on a fresh machine.
 PROJECT_COCO_ROOT = Path(__file__).resolve().parents[1] / "data" / "coco_mini"
 ANNOTATION_NAME = Path("annotations") / "person_keypoints_val2017.json"
@@ -222,6 +227,8 @@ def format_table(stats: dict[str, float], reference: dict[str, dict] = REFERENCE
             value = reference[r].get(name)
             row += f" {value:>8.3f}" if value is not None else f" {'':>8}"
         lines.append(row)
+    if any(stats[name] == -1 for name in STAT_NAMES):
+        lines.append(NOT_COMPUTED_NOTE)
     return "\n".join(lines)
 
 

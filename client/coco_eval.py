@@ -3,14 +3,12 @@
     python -m client.coco_eval [--url localhost:8001] [--model hrnet_pose]
         [--coco-root DIR | --images DIR --annotations FILE] [--concurrency N] [--limit N]
         [--out results/coco_eval/results.json] [--resume] [--vis-dir DIR]
+        [--wait-ready S] [--ssl --root-certificates PEM ...] [--header NAME:VALUE]
 
 Without a data argument it evaluates the COCO mini set bundled in the project (4 real val2017
 images). Every finished image is appended to OUT's journal (`*.partial.jsonl`) at once, so a crash
 or Ctrl-C loses nothing: `--resume` redoes only the images without a result. Writes OUT (COCO
 results, the format mmpose writes) and `*.summary.json` (stats, speed, failures).
-
-Exit codes: 0 all images evaluated; 1 some images failed (listed) or bad data arguments;
-2 server unreachable or model not ready; 130 interrupted (rerun with --resume).
 """
 
 from __future__ import annotations
@@ -25,8 +23,9 @@ import cv2
 from tqdm import tqdm
 from tritonclient.utils import InferenceServerException
 
-from client import coco
-from client.connection import (DEFAULT_URL, EXIT_UNAVAILABLE, ServerUnavailable, connect,
+from backend import cli
+from client import coco, connection
+from client.connection import (EXIT_UNAVAILABLE, ServerUnavailable, connect,
                                exit_unavailable, lost_server, random_weight_models,
                                random_weights_banner)
 from client.pose import DEFAULT_MODEL, infer_pose
@@ -44,21 +43,26 @@ def companion(out: Path, suffix: str) -> Path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m client.coco_eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default=DEFAULT_URL, help="server gRPC address")
+    parser = cli.ArgumentParser(
+        prog="python -m client.coco_eval", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=cli.exit_codes_help(cli.EXIT_UNAVAILABLE, cli.EXIT_INTERRUPTED, details={
+            cli.EXIT_OK: "all images evaluated",
+            cli.EXIT_FAILED: "some images failed (listed), or a usage error (one line on stderr)",
+            cli.EXIT_INTERRUPTED: "interrupted (rerun with --resume)"}))
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--coco-root", type=Path,
                         help="COCO root: annotations/person_keypoints_val2017.json + val2017/")
     parser.add_argument("--images", type=Path, help="image folder (with --annotations)")
     parser.add_argument("--annotations", type=Path, help="keypoint annotation json (with --images)")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N image ids")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N image ids (N >= 1)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results json to write")
     parser.add_argument("--resume", action="store_true",
                         help="keep the images already finished in OUT's journal")
     parser.add_argument("--vis-dir", type=Path,
                         help="save ground truth | prediction pictures of every image here")
+    connection.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.coco_root and (args.images or args.annotations):
         parser.error("give either --coco-root or --images with --annotations")
@@ -66,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--images and --annotations go together")
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit {args.limit}: evaluate at least 1 image (leave --limit out for all)")
     return args
 
 
@@ -147,18 +153,22 @@ def save_pictures(dataset: coco.CocoImages, done: dict[int, list[dict]], image_i
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    conn = connection.from_args(args)
     annotation_file, image_dir = data_paths(args)
     try:
         dataset = coco.load_images(annotation_file, image_dir)
     except (OSError, ValueError, KeyError) as err:
-        print(f"error: cannot use the COCO data at {annotation_file}, {image_dir}: {err}",
-              file=sys.stderr)
-        return 1
-    image_ids = dataset.ids[:args.limit] if args.limit else dataset.ids
+        raise cli.UserError(f"cannot use the COCO data at {annotation_file}, {image_dir}: "
+                            f"{err}") from None
+    image_ids = dataset.ids if args.limit is None else dataset.ids[:args.limit]
 
     try:
-        client = connect(args.url, args.model)
+        client = connect(conn, args.model)
         random_models = random_weight_models(client, args.model)
     except ServerUnavailable as err:
         exit_unavailable(err)
