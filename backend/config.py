@@ -7,22 +7,17 @@ from google.protobuf import json_format, text_format
 
 from proto import model_config_pb2 as mc
 
+from . import registry
 from .errors import InvalidArgument
 
-# Default model file per backend (Triton's model_repository.md).
-DEFAULT_FILENAMES = {
-    "python": "model.py",
-    "onnxruntime": "model.onnx",
-    "ensemble": None,
-}
-PLATFORM_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "ensemble": "ensemble"}
+KIND = mc.ModelInstanceGroup
 
 
 def backend_of(config: mc.ModelConfig) -> str:
     """The backend that runs a model: `backend` if set, else derived from `platform`."""
     if config.backend:
         return config.backend
-    return PLATFORM_BACKENDS.get(config.platform, config.platform)
+    return registry.backend_for_platform(config.platform)
 
 
 def read_config(model_dir: str, config_name: str = "") -> mc.ModelConfig:
@@ -86,10 +81,10 @@ def normalize(config: mc.ModelConfig, model_name: str) -> mc.ModelConfig:
                 group.name = f"{model_name}_{i}"
             if group.count < 1:
                 group.count = 1
-            if group.kind in (mc.ModelInstanceGroup.KIND_AUTO, mc.ModelInstanceGroup.KIND_GPU) \
-                    and not _gpu_available():
-                # No GPU: KIND_AUTO resolves to CPU; KIND_GPU too, with the CPU provider.
-                group.kind = mc.ModelInstanceGroup.KIND_CPU
+            if any(g < 0 for g in group.gpus):
+                raise InvalidArgument(f"instance group {group.name} of model {model_name} has a negative "
+                                      f"device id in 'gpus'")
+        # KIND_AUTO and device ids are each backend's business (registry.normalize).
         for io in list(cfg.input) + list(cfg.output):
             if not io.name:
                 raise InvalidArgument(f"model input/output must specify 'name' for {model_name}")
@@ -110,12 +105,33 @@ def normalize(config: mc.ModelConfig, model_name: str) -> mc.ModelConfig:
     return cfg
 
 
-def _gpu_available() -> bool:
-    try:
-        import onnxruntime
-        return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-    except ImportError:
-        return False
+def resolve_kinds(config: mc.ModelConfig, gpu_available: bool):
+    """Triton's rule for KIND_AUTO, for a backend that knows whether it can use a GPU: GPU when
+    it can, else CPU. In place."""
+    for group in config.instance_group:
+        if group.kind == KIND.KIND_AUTO:
+            group.kind = KIND.KIND_GPU if gpu_available else KIND.KIND_CPU
+
+
+def instance_placements(config: mc.ModelConfig, devices: list | None = None) -> list:
+    """(instance name, group, device id) of every instance: each group's `count` instances on each
+    of its devices: `gpus` for KIND_GPU (GPU 0 when none are listed), `devices` for a backend that
+    places its own (KIND_MODEL: an NPU backend's device_ids), device 0 for KIND_CPU (as Triton
+    tells a CPU instance)."""
+    out = []
+    for group in config.instance_group:
+        if group.kind == KIND.KIND_GPU:
+            ids = list(group.gpus) or [0]
+        elif group.kind == KIND.KIND_MODEL and devices is not None:
+            ids = list(devices)
+        else:
+            ids = [0]
+        k = 0
+        for device in ids:
+            for _ in range(group.count):
+                out.append((f"{group.name}_{k}", group, device))
+                k += 1
+    return out
 
 
 _INT64_KEYS = {"dims", "shape", "max_queue_delay_microseconds", "default_timeout_microseconds",

@@ -11,14 +11,13 @@ import tempfile
 from proto import model_config_pb2 as mc
 
 from . import config as config_util
+from . import registry
 from .backends import ensemble as ensemble_backend
-from .backends import onnxruntime_backend, python_backend
 from .errors import InvalidArgument, NotFound, ServerError, Unavailable
 
 log = logging.getLogger("backend.repository")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,255}$")  # 255: the longest file name
-_LOADERS = {"python": python_backend.load, "onnxruntime": onnxruntime_backend.load}
 
 
 def valid_model_name(name: str) -> bool:
@@ -228,6 +227,7 @@ class Repository:
             config = (config_util.config_from_json(override_json) if override_json
                       else config_util.read_config(src_dir, self.config_name))
             config = config_util.normalize(config, name)
+            registry.normalize(config, config_util.backend_of(config))
             new_versions = await self._load_versions(config, src_dir, _stack + (name,))
         except ServerError as err:
             self._failed(e, old_versions, err.message, tmpdir)
@@ -272,10 +272,7 @@ class Repository:
             for v in chosen:
                 out[v] = ensemble_backend.EnsembleModel(config, v, model_dir, self.get, self.infer_internal)
             return out
-        loader = _LOADERS.get(backend)
-        if loader is None:
-            raise InvalidArgument(f"unable to find backend '{backend}' for model '{config.name}' "
-                                  f"(this server has: {', '.join(sorted(_LOADERS))}, ensemble)")
+        loader = registry.module(backend, config.name).load
         for v in chosen:
             cfg = mc.ModelConfig()
             cfg.CopyFrom(config)

@@ -15,9 +15,10 @@ log = logging.getLogger("backend.scheduler")
 
 
 class Instance:
-    """One execution context of a model (a Python model object, an ONNX Runtime session...).
-    `execute` runs in the instance's own thread and returns one InferResponse or ServerError per
-    request, in order, plus the Timing of the execution."""
+    """One execution context of a model (a Python model object, an ONNX Runtime session, an NPU
+    session...). It is built, run and closed on one thread of its own (InstancePool): a device
+    context may belong to the thread that made it. `execute` returns one InferResponse or
+    ServerError per request, in order, plus the Timing of the execution."""
 
     name = "instance"
 
@@ -26,6 +27,38 @@ class Instance:
 
     def close(self):
         pass
+
+
+class InstancePool:
+    """A model's instances, each on a dedicated thread where it is created, executes and closes.
+    `factories` are (instance name, callable returning the Instance); they run concurrently (one
+    per device can take a while). If any fails, those built are closed and the error re-raised."""
+
+    def __init__(self, factories: list):
+        self.executors = [ThreadPoolExecutor(1, thread_name_prefix=name) for name, _ in factories]
+        futures = [ex.submit(make) for ex, (_, make) in zip(self.executors, factories)]
+        built, error = [], None
+        for ex, fut in zip(self.executors, futures):
+            try:
+                built.append((fut.result(), ex))
+            except BaseException as e:  # noqa: B036 (re-raised below, after the clean-up)
+                error = error or e
+                ex.shutdown(wait=False)
+        if error is not None:
+            for inst, ex in built:
+                _close_instance(inst, ex)
+            raise error
+        self.instances = [inst for inst, _ in built]
+        self.executors = [ex for _, ex in built]
+        self._by_id = {id(inst): ex for inst, ex in built}
+
+    def executor(self, instance):
+        return self._by_id[id(instance)]
+
+    def close(self):
+        """Close every instance on its own thread (after what runs there), then stop the threads."""
+        for inst, ex in zip(self.instances, self.executors):
+            _close_instance(inst, ex)
 
 
 class _Pending:
@@ -39,12 +72,12 @@ class _Pending:
 class InstanceModel(Model):
     """A model served by a pool of instances, with or without dynamic batching."""
 
-    def __init__(self, config, version, model_dir, instances, execution_timeout_s: float = 0):
+    def __init__(self, config, version, model_dir, pool: InstancePool, execution_timeout_s: float = 0):
         super().__init__(config, version, model_dir)
-        self.instances = instances
+        self.pool = pool
+        self.instances = pool.instances
         self.execution_timeout_s = execution_timeout_s
-        self._executors = {id(i): ThreadPoolExecutor(1, thread_name_prefix=i.name) for i in instances}
-        self._free = collections.deque(instances)
+        self._free = collections.deque(self.instances)
         self._queue = collections.deque()
         self._wakeup = None
         self._task = None
@@ -165,7 +198,7 @@ class InstanceModel(Model):
         started = time.monotonic_ns()
         loop = asyncio.get_running_loop()
         requests = [p.request for p in batch]
-        work = loop.run_in_executor(self._executors[id(instance)], instance.execute, requests)
+        work = loop.run_in_executor(self.pool.executor(instance), instance.execute, requests)
         release = True
         try:
             if self.execution_timeout_s:
@@ -218,15 +251,13 @@ class InstanceModel(Model):
         for p in self._queue:
             if not p.future.done():
                 p.future.set_exception(Unavailable(f"model '{self.name}' was unloaded"))
-        loop = asyncio.get_running_loop()
-        for inst in self.instances:
-            ex = self._executors[id(inst)]
-            await loop.run_in_executor(None, _close_instance, inst, ex)
+        await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
 
 
 def _close_instance(instance, executor):
-    executor.shutdown(wait=True)
+    """instance.close() on the instance's thread, after any execution still running there."""
     try:
-        instance.close()
+        executor.submit(instance.close).result()
     except Exception:
         log.exception("closing instance '%s' failed", instance.name)
+    executor.shutdown(wait=True)

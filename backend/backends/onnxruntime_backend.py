@@ -1,19 +1,18 @@
 """ONNX Runtime backend (`platform: "onnxruntime_onnx"` / `backend: "onnxruntime"`). One session
 per instance; thread counts chosen so instances x intra-op threads never exceed the cores."""
 
+import functools
 import logging
 import os
 import time
 
-import numpy as np
-
 from proto import model_config_pb2 as mc
 
+from .. import batching, dtypes
 from .. import config as config_util
-from .. import dtypes
 from ..errors import InvalidArgument
-from ..scheduler import Instance, InstanceModel
-from ..types import InferResponse, Timing
+from ..scheduler import Instance, InstanceModel, InstancePool
+from ..types import Timing
 
 log = logging.getLogger("backend.onnxruntime")
 
@@ -27,12 +26,27 @@ _WIRE_TO_CONFIG = {w: mc.DataType.Value(("TYPE_" + w) if w != "BYTES" else "TYPE
                    for w in _ORT_TO_WIRE.values()}
 
 
-def _providers(kind: int):
+_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def _gpu_providers() -> list:
+    """The GPU execution providers this onnxruntime build has (onnxruntime-gpu: TensorRT, CUDA)."""
     import onnxruntime as ort
     available = ort.get_available_providers()
+    return [p for p in _GPU_PROVIDERS if p in available]
+
+
+def normalize(config):
+    """KIND_AUTO is a GPU where this onnxruntime can use one (Triton's rule); KIND_GPU stays GPU
+    and falls back to the CPU provider at load, saying so, when it cannot."""
+    config_util.resolve_kinds(config, gpu_available=bool(_gpu_providers()))
+
+
+def _providers(kind: int, device_id: int = 0) -> list:
+    """Execution providers for an instance, best first: for KIND_GPU, TensorRT and CUDA on
+    `device_id` where installed, always CPU last."""
     if kind == mc.ModelInstanceGroup.KIND_GPU:
-        wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
-        return wanted + ["CPUExecutionProvider"]
+        return [(p, {"device_id": device_id}) for p in _gpu_providers()] + ["CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
@@ -55,39 +69,29 @@ def session_options(config, intra, inter):
 
 
 class OrtInstance(Instance):
-    def __init__(self, name, path, config, kind, intra, inter):
+    def __init__(self, name, path, config, kind, device_id, intra, inter):
         import onnxruntime as ort
         self.name = name
         self.session = ort.InferenceSession(path, sess_options=session_options(config, intra, inter),
-                                            providers=_providers(kind))
+                                            providers=_providers(kind, device_id))
         self.batching = config.max_batch_size > 0
         self.outputs = [o.name for o in config.output]
         self.model_name = config.name
+        used = self.session.get_providers()
+        if kind == mc.ModelInstanceGroup.KIND_GPU and used[0] not in _GPU_PROVIDERS:
+            log.warning("model '%s' instance '%s': KIND_GPU but no GPU execution provider (this "
+                        "onnxruntime has %s; install onnxruntime-gpu: make install GPU=1): running on the CPU",
+                        config.name, name, ", ".join(_gpu_providers()) or "none")
+        log.info("model '%s' instance '%s': %s%s", config.name, name, ", ".join(used),
+                 f" on GPU {device_id}" if used[0] in _GPU_PROVIDERS else "")
 
     def execute(self, requests):
         t0 = time.monotonic_ns()
-        if self.batching and len(requests) > 1:
-            feeds = {name: np.concatenate([r.inputs[name] for r in requests])
-                     for name in requests[0].inputs}
-        else:
-            feeds = dict(requests[0].inputs) if len(requests) == 1 else None
+        feeds = batching.feeds(requests, self.batching)
         t1 = time.monotonic_ns()
-        if feeds is None:  # no batch dimension: one run per request
-            results = [self.session.run(self.outputs, dict(r.inputs)) for r in requests]
-        else:
-            results = [self.session.run(self.outputs, feeds)]
+        results = [dict(zip(self.outputs, self.session.run(self.outputs, f))) for f in feeds]
         t2 = time.monotonic_ns()
-        responses = []
-        if feeds is not None and len(requests) > 1:
-            offset = 0
-            for r in requests:
-                n = next(iter(r.inputs.values())).shape[0]
-                responses.append(InferResponse(self.model_name, "", r.id, {
-                    name: arr[offset:offset + n] for name, arr in zip(self.outputs, results[0])}))
-                offset += n
-        else:
-            for r, res in zip(requests, results):
-                responses.append(InferResponse(self.model_name, "", r.id, dict(zip(self.outputs, res))))
+        responses = batching.responses(requests, self.batching, self.model_name, results)
         return responses, Timing(0, t1 - t0, t2 - t1, time.monotonic_ns() - t2)
 
     def close(self):
@@ -127,28 +131,31 @@ def _check_against_graph(config, session):
 
 
 def load(config, version: int, model_dir: str, version_dir: str, execution_timeout_s: float = 0):
-    import onnxruntime as ort
     path = os.path.join(version_dir, config.default_model_filename or "model.onnx")
     if os.path.isdir(path):
         path = os.path.join(path, "model.onnx")
     if not os.path.isfile(path):
         raise InvalidArgument(f"unable to find '{path}' for model '{config.name}' (build it first; "
                               f"for the HRNet model: make model)")
-    total = sum(g.count for g in config.instance_group) or 1
+    placements = config_util.instance_placements(config)
+    total = len(placements)
     cores = os.cpu_count() or 1
     intra = int(config_util.parameter(config, "intra_op_thread_count", 0) or 0) or max(1, cores // total)
     inter = int(config_util.parameter(config, "inter_op_thread_count", 0) or 0) or 1
     if intra * total > cores:
         log.warning("model '%s': %d instances x %d intra-op threads oversubscribe %d cores",
                     config.name, total, intra, cores)
-    instances = []
-    for group in config.instance_group:
-        for i in range(group.count):
-            instances.append(OrtInstance(f"{group.name}_{i}", path, config, group.kind, intra, inter))
-    session = instances[0].session
-    _autocomplete(config, session)
-    _check_against_graph(config, session)
-    for inst in instances:
+    pool = InstancePool([
+        (name, functools.partial(OrtInstance, name, path, config, group.kind, device, intra, inter))
+        for name, group, device in placements])
+    try:
+        session = pool.instances[0].session
+        _autocomplete(config, session)
+        _check_against_graph(config, session)
+    except BaseException:
+        pool.close()
+        raise
+    for inst in pool.instances:
         inst.outputs = [o.name for o in config.output]
     meta = session.get_modelmeta().custom_metadata_map
     for key, value in meta.items():
@@ -162,5 +169,4 @@ def load(config, version: int, model_dir: str, version_dir: str, execution_timeo
         log.warning("!" * 78)
     elif weights:
         log.info("model '%s' weights: %s %s", config.name, weights, meta.get("weights_sha256", ""))
-    _ = ort
-    return InstanceModel(config, version, model_dir, instances, execution_timeout_s)
+    return InstanceModel(config, version, model_dir, pool, execution_timeout_s)

@@ -3,6 +3,7 @@ unchanged. Each instance gets its own module (no sys.modules clashes between mod
 are all `1/model.py`) and its own thread; `async def execute` runs on the instance's event loop."""
 
 import asyncio
+import functools
 import importlib.util
 import inspect
 import json
@@ -15,7 +16,7 @@ import types
 
 from .. import config as config_util
 from ..errors import BY_TRITON_NAME, Internal, InvalidArgument, ServerError
-from ..scheduler import Instance, InstanceModel
+from ..scheduler import Instance, InstanceModel, InstancePool
 from ..types import InferRequest, InferResponse, RequestedOutput, Timing
 
 log = logging.getLogger("backend.python")
@@ -241,29 +242,22 @@ def load(config, version: int, model_dir: str, version_dir: str, execution_timeo
     if completed is not config:
         config.CopyFrom(completed)
     config_json = config_util.to_json(config)
-    instances = []
     output_names = [o.name for o in config.output]
     from proto import model_config_pb2 as mc
-    try:
-        for group in config.instance_group:
-            kind = mc.ModelInstanceGroup.Kind.Name(group.kind).replace("KIND_", "")
-            for i in range(group.count):
-                args = {
-                    "model_config": config_json,
-                    "model_instance_kind": kind,
-                    "model_instance_name": f"{group.name}_{i}",
-                    "model_instance_device_id": "0",
-                    "model_repository": model_dir,
-                    "model_version": str(version),
-                    "model_name": config.name,
-                }
-                instances.append(PythonInstance(module.TritonPythonModel, args, config.name, output_names))
-    except Exception:
-        for inst in instances:
-            try:
-                inst.close()
-            except Exception:
-                pass
-        raise
-    return InstanceModel(config, version, model_dir, instances, execution_timeout_s)
+    factories = []
+    for name, group, device in config_util.instance_placements(config):
+        args = {
+            "model_config": config_json,
+            "model_instance_kind": mc.ModelInstanceGroup.Kind.Name(group.kind).replace("KIND_", ""),
+            "model_instance_name": name,
+            "model_instance_device_id": str(device),
+            "model_repository": model_dir,
+            "model_version": str(version),
+            "model_name": config.name,
+        }
+        # initialize() runs on the instance's own thread, where execute() and finalize() will.
+        factories.append((name, functools.partial(PythonInstance, module.TritonPythonModel, args,
+                                                  config.name, output_names)))
+    pool = InstancePool(factories)
+    return InstanceModel(config, version, model_dir, pool, execution_timeout_s)
 

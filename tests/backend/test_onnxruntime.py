@@ -83,7 +83,8 @@ def test_onnxruntime_session_entries_from_config_parameters(test_repo):
 def test_kind_gpu_uses_the_gpu_providers_present_else_cpu():
     import onnxruntime as ort
     available = set(ort.get_available_providers())
-    providers = onnxruntime_backend._providers(mc.ModelInstanceGroup.KIND_GPU)
+    providers = onnxruntime_backend._providers(mc.ModelInstanceGroup.KIND_GPU, 1)
     assert providers[-1] == "CPUExecutionProvider"
-    assert set(providers[:-1]) <= available & {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+    assert {name for name, _ in providers[:-1]} <= available & {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+    assert all(options == {"device_id": 1} for _, options in providers[:-1])
     assert onnxruntime_backend._providers(mc.ModelInstanceGroup.KIND_CPU) == ["CPUExecutionProvider"]
