@@ -28,9 +28,12 @@ its mistakes):
   sub-pixel position, the maximum over people where they overlap (as mmpose's target generator).
   Keypoints with v > 0 get a peak: COCO's v=1 (labelled, occluded) and v=2 (visible) are the
   ones mmpose trains on (`pt[2] > 0`) and the ones OKS scores; v=0 are not labelled.
-* Tags: one value per person, TAG_STEP apart (tag_threshold is 1); each pixel of channel k
-  carries the tag of the person whose joint-k Gaussian is largest there (so a person's tag is
-  constant around its own peaks), 0 in channels where nobody has that joint.
+* Tags: one value per person, TAG_STEP apart (tag_threshold is 1), constant over the person:
+  within 3 sigma of a joint-k peak (the extent of mmpose's target) channel k carries that
+  person's tag (the nearer peak's where two overlap), elsewhere the tag of the person with the
+  nearest labelled joint of any kind. So a person's own region has its tag in every channel, and
+  refine, looking for a joint the person lacks, finds only background heat there instead of
+  another person's joint at full height.
 """
 
 from __future__ import annotations
@@ -88,15 +91,25 @@ def one_pass(keypoints: np.ndarray, size: tuple[int, int], tags: np.ndarray,
     out = np.zeros((2 * NUM_JOINTS, h, w), np.float32)
     ys = np.arange(h, dtype=np.float64)[None, :, None]
     xs = np.arange(w, dtype=np.float64)[None, None, :]
+    labelled = keypoints[:, :, 2] > 0
+    u = keypoints[:, :, 0] / STRIDE - 0.5    # output-pixel indices [P, K]
+    v = keypoints[:, :, 1] / STRIDE - 0.5
+    if not labelled.any():
+        return out
+    # each person's squared distance to its nearest labelled joint [P, h, w]: the body regions
+    near = np.full((len(keypoints), h, w), np.inf)
+    for p, k in zip(*np.nonzero(labelled)):
+        np.minimum(near[p], (xs[0] - u[p, k]) ** 2 + (ys[0] - v[p, k]) ** 2, out=near[p])
+    body = tags[near.argmin(axis=0)]
     for k in range(NUM_JOINTS):
-        people = np.flatnonzero(keypoints[:, k, 2] > 0)
+        people = np.flatnonzero(labelled[:, k])
         if people.size == 0:
+            out[NUM_JOINTS + k] = body
             continue
-        u = keypoints[people, k, 0][:, None, None] / STRIDE - 0.5
-        v = keypoints[people, k, 1][:, None, None] / STRIDE - 0.5
-        g = np.exp(-((xs - u) ** 2 + (ys - v) ** 2) / (2 * sigma ** 2))   # [p, h, w]
-        out[k] = g.max(axis=0)
-        out[NUM_JOINTS + k] = tags[people][g.argmax(axis=0)]
+        d2 = (xs - u[people, k, None, None]) ** 2 + (ys - v[people, k, None, None]) ** 2  # [p, h, w]
+        out[k] = np.exp(-d2 / (2 * sigma ** 2)).max(axis=0)
+        nearest = d2.argmin(axis=0)
+        out[NUM_JOINTS + k] = np.where(d2.min(axis=0) <= (3 * sigma) ** 2, tags[people][nearest], body)
     return out
 
 

@@ -3,12 +3,15 @@ built from the reference description) through hrnet.grouping and the client's CO
 give back the annotations (AP, AR >= 0.99, keypoint error <= 1.5 network-input pixels, no bias);
 and deliberate half-pixel, flip and centre mistakes must break those bounds."""
 
+import json
+
 import numpy as np
 import pytest
 
-from client import coco
+from client import coco, coco_eval
 from client import oracle as oracle_eval
 from hrnet import oracle, preprocess
+from tests.client.conftest import read_summary
 
 # Issue 10's bounds; a correct pipeline has no systematic offset (the stride-4 quantisation is
 # symmetric), and 0.2 px is ~4 standard errors of a mean over the 181 bundled keypoints.
@@ -92,6 +95,8 @@ def test_peak_and_tags_where_the_reference_puts_them():
     assert np.count_nonzero(heat == 1) == 2 and not out[0, 6].any()
     assert tags[6:9, 9:12].tolist() == [[oracle.TAG_STEP] * 3] * 3
     assert tags[19:22, 39:42].tolist() == [[2 * oracle.TAG_STEP] * 3] * 3
+    # channels a person lacks carry its tag around its other joints (its body region)
+    assert out[0, 17 + 0, 7, 10] == oracle.TAG_STEP and out[0, 17 + 0, 20, 40] == 2 * oracle.TAG_STEP
     # sub-pixel: half an input pixel to the right moves the maximum of the Gaussian by 1/8 pixel
     people[0, 5, 0] += 0.5
     heat = oracle.network_output(people, (256, 128))[0, 5]
@@ -147,3 +152,33 @@ def test_unrounded_centre_breaks_the_bounds(mini_set, monkeypatch):
     monkeypatch.setattr(preprocess, "preprocess", unrounded)
     run, stats = score(mini_set)
     assert "bias" in broken_bounds(run, stats), run.summary()
+
+
+# ------------------------------------------------------------------------ python -m client.coco_eval --oracle
+
+def test_cli_oracle_needs_no_server_and_says_what_it_measures(mini_set, free_url, tmp_path, capsys):
+    out = tmp_path / "oracle.json"
+    assert coco_eval.main(["--oracle", "--url", free_url, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = read_summary(out)
+    assert summary["oracle"] is True and summary["evaluated_images"] == 4
+    assert summary["stats"]["AP"] >= MIN_AP and summary["stats"]["AR"] >= MIN_AR
+    error = summary["keypoint_error"]
+    assert error["mean_keypoint_error_px"] <= MAX_ERROR_PX and error["matched_keypoints"] == 181
+    # the same table as a server run, the error beside it, and the label
+    assert coco.format_table(summary["stats"]) in printed
+    assert f"mean keypoint error {error['mean_keypoint_error_px']:.3f} px" in printed
+    assert "NOT the accuracy of a network" in printed and "upper bound" in printed
+    assert len(json.loads(out.read_text())) == 12
+
+
+def test_cli_oracle_data_arguments(mini_set, tmp_path, capsys):
+    out = tmp_path / "oracle.json"
+    assert coco_eval.main(["--oracle", "--coco-root", str(mini_set.image_dir.parent),
+                           "--limit", "2", "--out", str(out)]) == 0
+    assert read_summary(out)["evaluated_images"] == 2
+    assert "2 of 2 images" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        coco_eval.main(["--oracle", "--resume", "--out", str(out)])
+    assert exit_info.value.code == 1
+    assert "--resume" in capsys.readouterr().err
