@@ -1,18 +1,20 @@
-"""The server's one core: every RPC handler is a thin call into `InferenceCore`. It owns the
-repository, shared memory, inference routing and statistics bookkeeping."""
+"""The server's one core, free of any transport (as MLServer's and KServe's DataPlane): gRPC and
+HTTP handlers are thin codecs over `InferenceCore`. It owns the repository, shared memory,
+admission control, request validation, inference routing and statistics bookkeeping; it takes
+and returns the server's own types (backend/types.py) and raises backend/errors.py errors."""
 
 import asyncio
 import logging
 import time
 
-from proto import grpc_service_pb2 as pb
+from proto import model_config_pb2 as mc
 
-from . import __version__, codec, dtypes, validation
+from . import __version__, dtypes, tensor_io, validation
 from .backends import python_backend
-from .errors import InvalidArgument, ServerError, Unavailable
+from .errors import Cancelled, InvalidArgument, ServerError, Unavailable
 from .repository import Repository
 from .shm import SharedMemoryManager
-from .types import InferRequest, InferResponse
+from .types import InferRequest, InferResponse, InferResult, WireRequest
 
 log = logging.getLogger("backend.core")
 
@@ -20,6 +22,7 @@ SERVER_NAME = "triton-py"
 # Exactly what this server implements (Triton's names; perf_analyzer reads "statistics").
 EXTENSIONS = ["model_repository", "model_repository(unload_dependents)", "schedule_policy",
               "model_configuration", "system_shared_memory", "parameters", "statistics"]
+BINARY_EXTENSION = "binary_tensor_data"  # named only while the HTTP endpoint serves it
 
 
 class InferenceCore:
@@ -35,6 +38,7 @@ class InferenceCore:
         self.live = False
         self.shutting_down = False
         self.loop = None
+        self.extensions = list(EXTENSIONS)
 
     async def start(self, load: list | None = None):
         """Load the models: all of them, or those named in explicit mode ('*' = all)."""
@@ -65,66 +69,70 @@ class InferenceCore:
                        if e.reason != "unloaded")
         return True
 
-    def server_metadata(self) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+    def server_metadata(self) -> dict:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(self.extensions)}
 
     def model_ready(self, name: str, version: str) -> bool:
         return self.repository.is_ready(name, version)
 
-    def model_metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
+    def model_metadata(self, name: str, version: str) -> dict:
+        """KServe v2 model metadata; with a batch dimension, shapes lead with -1 (as Triton)."""
         model = self.repository.get(name, version)
         entry = self.repository.entries[name]
         lead = [-1] if model.max_batch_size > 0 else []
-        msg = pb.ModelMetadataResponse(name=name, versions=[str(v) for v in sorted(entry.versions)],
-                                       platform=model.platform)
-        for spec in model.inputs.values():
-            msg.inputs.add(name=spec.name, datatype=spec.datatype, shape=lead + spec.dims)
-        for spec in model.outputs.values():
-            msg.outputs.add(name=spec.name, datatype=spec.datatype, shape=lead + spec.dims)
-        return msg
 
-    def model_config(self, name: str, version: str) -> pb.ModelConfigResponse:
+        def tensors(specs):
+            return [{"name": s.name, "datatype": s.datatype, "shape": lead + s.dims} for s in specs.values()]
+        return {"name": name, "versions": [str(v) for v in sorted(entry.versions)],
+                "platform": model.platform, "inputs": tensors(model.inputs), "outputs": tensors(model.outputs)}
+
+    def model_config(self, name: str, version: str) -> mc.ModelConfig:
         model = self.repository.get(name, version)
-        resp = pb.ModelConfigResponse()
-        resp.config.CopyFrom(model.config)
+        config = mc.ModelConfig()
+        config.CopyFrom(model.config)
         if model.platform == "ensemble":
-            for step in resp.config.ensemble_scheduling.step:
+            for step in config.ensemble_scheduling.step:
                 if step.model_version == 0:
-                    step.model_version = -1
-        return resp
+                    step.model_version = -1  # "latest": perf_analyzer would ask for version 0
+        return config
 
-    def statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
-        resp = pb.ModelStatisticsResponse()
+    def statistics(self, name: str, version: str) -> dict:
+        """ModelStatistics in Triton's JSON layout: {"model_stats": [...]}."""
         if name:
             if name not in self.repository.entries:
                 raise InvalidArgument(f"requested model '{name}' is not available")
             models = [self.repository.get(name, version)]
         else:
-            models = [m for e in sorted(self.repository.entries.values(), key=lambda e: e.name)
-                      for _, m in sorted(e.versions.items())]
-        for m in models:
-            s = resp.model_stats.add(name=m.name, version=m.version_str)
-            m.stats.fill(s)
-        return resp
+            models = self.loaded_models()
+        return {"model_stats": [m.stats.snapshot(m.name, m.version_str) for m in models]}
+
+    def loaded_models(self) -> list:
+        """Every loaded model version, by name then version."""
+        return [m for e in sorted(self.repository.entries.values(), key=lambda e: e.name)
+                for _, m in sorted(e.versions.items())]
 
     # ---- inference ---------------------------------------------------------------------------
-    async def infer_grpc(self, msg: pb.ModelInferRequest, is_cancelled=None) -> pb.ModelInferResponse:
+    async def infer_request(self, wire: WireRequest, is_cancelled=None) -> InferResult:
+        """An external request (gRPC, HTTP): admission, validation, run, outputs placed."""
         if self.shutting_down:
             raise Unavailable("Server is shutting down: new requests are not accepted")
         if self.max_inflight and self.inflight >= self.max_inflight:
             raise Unavailable(f"Server is at its limit of {self.max_inflight} concurrent requests")
-        model = self.repository.get(msg.model_name, msg.model_version)
+        model = self.repository.get(wire.model_name, wire.model_version)
         self.inflight += 1
         try:
             start = time.monotonic_ns()
             try:
-                request = codec.decode_request(msg, model, self.shm)
+                request = tensor_io.prepare(wire, model, self.shm)
             except ServerError:
                 model.stats.request_done(False, time.monotonic_ns() - start)
                 raise
             request.is_cancelled = is_cancelled
+            log.debug("request %r for %s: inputs %s", request.id, model.describe(),
+                      {n: list(a.shape) for n, a in request.inputs.items()})
             response = await self._run(model, request, start)
-            return codec.encode_response(response, request, model, self.shm)
+            return InferResult(response.model_name, response.model_version, request.id, response.parameters,
+                               tensor_io.outputs(response, request, model, self.shm))
         finally:
             self.inflight -= 1
 
@@ -149,6 +157,7 @@ class InferenceCore:
         entry.in_flight += 1
         entry.idle.clear()
         ok = False
+        reason = "BACKEND"  # metrics' failure reason: the model's execution failed
         try:
             response = await model.infer(request)
             response.model_name = model.name
@@ -156,6 +165,12 @@ class InferenceCore:
             response.id = request.id
             ok = True
             return response
+        except asyncio.CancelledError:
+            reason = "CANCELED"
+            raise
+        except ServerError as e:
+            reason = e.reason or ("CANCELED" if isinstance(e, Cancelled) else "BACKEND")
+            raise
         finally:
             entry.in_flight -= 1
             if entry.in_flight == 0:
@@ -166,7 +181,7 @@ class InferenceCore:
                 if model.platform == "ensemble":
                     model.stats.execution_done(request.batch_size(model.max_batch_size), response.timing)
             else:
-                model.stats.request_done(False, total)
+                model.stats.request_done(False, total, reason=reason)
 
     # ---- repository --------------------------------------------------------------------------
     def _check_control(self):

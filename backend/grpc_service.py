@@ -1,5 +1,5 @@
-"""The gRPC face of the core: `inference.GRPCInferenceService`, one thin method per RPC.
-Errors become gRPC statuses in one place (`_rpc`)."""
+"""The gRPC face of the core: `inference.GRPCInferenceService`, one thin method per RPC over
+backend/grpc_codec.py. Errors become gRPC statuses in one place (`_rpc`)."""
 
 import asyncio
 import functools
@@ -10,9 +10,10 @@ import grpc
 from proto import grpc_service_pb2 as pb
 from proto import grpc_service_pb2_grpc as pb_grpc
 
-from . import codec
+from . import grpc_codec as codec
 from .core import InferenceCore
 from .errors import InvalidArgument, ServerError, Unavailable, Unsupported
+from .restrictions import Restrictions
 
 log = logging.getLogger("backend.grpc")
 
@@ -31,29 +32,10 @@ GROUPS = {
 }
 
 
-class Restrictions:
-    """--grpc-restricted-protocol=<groups>:<key>=<value>: those groups need that header."""
-
-    def __init__(self, specs=()):
-        self.required = {}
-        for spec in specs:
-            groups, _, header = spec.partition(":")
-            key, _, value = header.partition("=")
-            if not groups or not key:
-                raise ValueError(f"invalid --grpc-restricted-protocol '{spec}': expected "
-                                 f"<api list>:<key>=<value>")
-            for g in groups.split(","):
-                if g.strip() not in set(GROUPS.values()):
-                    raise ValueError(f"invalid --grpc-restricted-protocol '{spec}': unknown API '{g}'")
-                self.required[g.strip()] = (key.lower(), value)
-
-    def check(self, rpc: str, context):
-        need = self.required.get(GROUPS[rpc])
-        if need is None:
-            return
-        md = dict(context.invocation_metadata() or ())
-        if md.get(need[0]) != need[1]:
-            raise Unavailable(f"This protocol is restricted, expecting header '{need[0]}'")
+def _check_restricted(restrictions: Restrictions, rpc: str, context):
+    key = restrictions.missing(GROUPS[rpc], dict(context.invocation_metadata() or ()))
+    if key is not None:
+        raise Unavailable(f"This protocol is restricted, expecting header '{key}'")
 
 
 class Malformed:
@@ -100,7 +82,7 @@ def _rpc(fn):
     @functools.wraps(fn)
     async def wrapper(self, request, context):
         try:
-            self.restrictions.check(name, context)
+            _check_restricted(self.restrictions, name, context)
             if isinstance(request, Malformed):
                 raise InvalidArgument(request.message)
             return await fn(self, request, context)
@@ -144,27 +126,27 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ServerMetadata(self, request, context):
-        return self.core.server_metadata()
+        return codec.server_metadata(self.core.server_metadata())
 
     @_rpc
     async def ModelMetadata(self, request, context):
-        return self.core.model_metadata(request.name, request.version)
+        return codec.model_metadata(self.core.model_metadata(request.name, request.version))
 
     @_rpc
     async def ModelConfig(self, request, context):
-        return self.core.model_config(request.name, request.version)
+        return codec.model_config(self.core.model_config(request.name, request.version))
 
     @_rpc
     async def ModelStatistics(self, request, context):
-        return self.core.statistics(request.name, request.version)
+        return codec.statistics(self.core.statistics(request.name, request.version))
 
     @_rpc
     async def ModelInfer(self, request, context):
-        return await self.core.infer_grpc(request, context.cancelled)
+        return codec.encode_response(await self.core.infer_request(codec.decode_request(request), context.cancelled))
 
     async def ModelStreamInfer(self, request_iterator, context):
         try:
-            self.restrictions.check("ModelStreamInfer", context)
+            _check_restricted(self.restrictions, "ModelStreamInfer", context)
         except ServerError as e:
             await context.abort(e.grpc_code, e.message)
         out = asyncio.Queue()
@@ -172,8 +154,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def one(req):
             try:
-                resp = await self.core.infer_grpc(req, context.cancelled)
-                await out.put(pb.ModelStreamInferResponse(infer_response=resp))
+                result = await self.core.infer_request(codec.decode_request(req), context.cancelled)
+                await out.put(pb.ModelStreamInferResponse(infer_response=codec.encode_response(result)))
             except ServerError as e:
                 await out.put(pb.ModelStreamInferResponse(
                     error_message=e.message,

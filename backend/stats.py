@@ -1,9 +1,10 @@
-"""Per model-version inference statistics with Triton's fields (ModelStatistics RPC)."""
+"""Per model-version inference statistics with Triton's fields (ModelStatistics; the metrics
+endpoint reads the same counters). Snapshots are plain dicts in Triton's JSON layout, which both
+protocols encode."""
 
+import collections
 import threading
 import time
-
-from proto import grpc_service_pb2 as pb
 
 from .types import Timing
 
@@ -19,9 +20,8 @@ class _Duration:
         self.count += n
         self.ns += ns
 
-    def fill(self, msg):
-        msg.count = self.count
-        msg.ns = self.ns
+    def as_dict(self):
+        return {"count": self.count, "ns": self.ns}
 
 
 class ModelStats:
@@ -37,13 +37,16 @@ class ModelStats:
         self.compute_infer = _Duration()
         self.compute_output = _Duration()
         self.batches = {}  # batch size -> (input, infer, output) durations
+        # failures by the metrics' reason label (REJECTED, CANCELED, BACKEND, OTHER)
+        self.fail_reasons = collections.Counter()
 
-    def request_done(self, ok: bool, total_ns: int, timing: Timing | None = None):
+    def request_done(self, ok: bool, total_ns: int, timing: Timing | None = None, reason: str = "OTHER"):
         """One request finished (success or failure), with its phase times."""
         with self._lock:
             self.last_inference_ms = int(time.time() * 1000)
             if not ok:
                 self.fail.add(total_ns)
+                self.fail_reasons[reason] += 1
                 return
             self.success.add(total_ns)
             if timing is not None:
@@ -64,22 +67,27 @@ class ModelStats:
             b[1].add(timing.compute_infer_ns)
             b[2].add(timing.compute_output_ns)
 
-    def fill(self, msg: pb.ModelStatistics):
+    def snapshot(self, name: str, version: str) -> dict:
+        """ModelStatistics of this model version, in Triton's JSON layout."""
         with self._lock:
-            msg.last_inference = self.last_inference_ms
-            msg.inference_count = self.inference_count
-            msg.execution_count = self.execution_count
-            s = msg.inference_stats
-            self.success.fill(s.success)
-            self.fail.fill(s.fail)
-            self.queue.fill(s.queue)
-            self.compute_input.fill(s.compute_input)
-            self.compute_infer.fill(s.compute_infer)
-            self.compute_output.fill(s.compute_output)
-            for size in sorted(self.batches):
-                b = self.batches[size]
-                bs = msg.batch_stats.add()
-                bs.batch_size = size
-                b[0].fill(bs.compute_input)
-                b[1].fill(bs.compute_infer)
-                b[2].fill(bs.compute_output)
+            return {
+                "name": name, "version": version,
+                "last_inference": self.last_inference_ms,
+                "inference_count": self.inference_count,
+                "execution_count": self.execution_count,
+                "inference_stats": {
+                    "success": self.success.as_dict(), "fail": self.fail.as_dict(),
+                    "queue": self.queue.as_dict(), "compute_input": self.compute_input.as_dict(),
+                    "compute_infer": self.compute_infer.as_dict(),
+                    "compute_output": self.compute_output.as_dict(),
+                    "cache_hit": {"count": 0, "ns": 0}, "cache_miss": {"count": 0, "ns": 0},
+                },
+                "batch_stats": [{"batch_size": size, "compute_input": b[0].as_dict(),
+                                 "compute_infer": b[1].as_dict(), "compute_output": b[2].as_dict()}
+                                for size, b in sorted(self.batches.items())],
+                "memory_usage": [],
+            }
+
+    def failures_by_reason(self) -> dict:
+        with self._lock:
+            return dict(self.fail_reasons)

@@ -1,8 +1,22 @@
-"""The server's own request/response objects: what the protocol layer decodes into and every
-backend, scheduler and ensemble passes around. Tensors are numpy arrays (views where possible)."""
+"""The server's own request/response objects, free of any transport: what the gRPC and HTTP codecs
+decode into and encode from (`WireRequest`, `InferResult`), and what every backend, scheduler and
+ensemble passes around (`InferRequest`, `InferResponse`). Tensors are numpy arrays (views where
+possible)."""
 
 from dataclasses import dataclass, field
 from typing import Optional
+
+
+@dataclass
+class InputTensor:
+    """One input as a protocol delivered it, before validation."""
+    name: str
+    datatype: str
+    shape: tuple
+    # The raw tensor bytes (row-major, little-endian; BYTES elements length-prefixed) as a
+    # bytes-like object, or None when the input lives in shared memory (see parameters).
+    data: object = None
+    parameters: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -10,6 +24,31 @@ class RequestedOutput:
     name: str
     # System shared memory target: (region name, offset, byte size), or None for raw bytes.
     shm: Optional[tuple] = None
+    # The protocol's output parameters (binary_data, classification, shared_memory_*...).
+    parameters: dict = field(default_factory=dict)
+
+
+@dataclass
+class WireRequest:
+    """An inference request as gRPC or HTTP decoded it: the core validates and resolves it."""
+    model_name: str
+    model_version: str = ""
+    id: str = ""
+    parameters: dict = field(default_factory=dict)
+    inputs: list = field(default_factory=list)     # [InputTensor]
+    outputs: Optional[list] = None                 # [RequestedOutput]; None = all outputs
+
+
+@dataclass
+class OutputTensor:
+    """One output of a response, ready for a codec: `array` has the wire datatype's dtype (numpy
+    object array of bytes for BYTES), or is None when the bytes went to shared memory."""
+    name: str
+    datatype: str
+    shape: tuple
+    array: object = None
+    parameters: dict = field(default_factory=dict)  # shared-memory parameters to echo
+    requested: Optional[RequestedOutput] = None      # the request's entry, if outputs were named
 
 
 @dataclass
@@ -58,3 +97,13 @@ class InferResponse:
     outputs: dict = field(default_factory=dict)          # name -> np.ndarray, in output order
     parameters: dict = field(default_factory=dict)
     timing: Timing = field(default_factory=Timing)
+
+
+@dataclass
+class InferResult:
+    """What the core answers an external request with (codecs encode it)."""
+    model_name: str
+    model_version: str
+    id: str = ""
+    parameters: dict = field(default_factory=dict)
+    outputs: list = field(default_factory=list)  # [OutputTensor], in request (or config) order

@@ -1,6 +1,6 @@
-"""The protocol edge in process (backend/codec.py, backend/bytes_tensor.py): input tensors are
-views of the request bytes, outputs leave as one raw entry each in order, BYTES use 4-byte
-little-endian length prefixes."""
+"""The gRPC edge in process (backend/grpc_codec.py over backend/tensor_io.py, backend/bytes_tensor.py):
+input tensors are views of the request bytes, outputs leave as one raw entry each in order, BYTES
+use 4-byte little-endian length prefixes."""
 
 import struct
 
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from backend import bytes_tensor, codec
+from backend import bytes_tensor, tensor_io
+from backend import grpc_codec as codec
 from backend.model import Model
 from backend.shm import SharedMemoryManager
-from backend.types import InferResponse
+from backend.types import InferResponse, InferResult
 from proto import grpc_service_pb2 as pb
 from proto import model_config_pb2 as mc
 
@@ -41,7 +42,7 @@ def _wire(items):
 
 def test_inputs_are_views_of_the_request_bytes(model):
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
-    req = codec.decode_request(_request(a, _wire([b"p", b"qq"]), 1), model, SharedMemoryManager())
+    req = tensor_io.prepare(codec.decode_request(_request(a, _wire([b"p", b"qq"]), 1)), model, SharedMemoryManager())
     arr = req.inputs["A"]
     np.testing.assert_array_equal(arr, a)
     assert not arr.flags.owndata and not arr.flags.writeable  # np.frombuffer, no copy
@@ -57,10 +58,11 @@ def test_outputs_one_raw_entry_each_in_requested_order(model):
     msg = _request(a, _wire([b"s"]), 1)
     msg.outputs.add(name="Y")
     msg.outputs.add(name="X")
-    req = codec.decode_request(msg, model, SharedMemoryManager())
+    req = tensor_io.prepare(codec.decode_request(msg), model, SharedMemoryManager())
     x = np.array([[1, -2, 3]], np.int64)  # converted to the configured INT16
     y = np.array([[b"hi", b""]], np.object_)
-    resp = codec.encode_response(InferResponse("m", "1", "r", {"X": x, "Y": y}), req, model, SharedMemoryManager())
+    outputs = tensor_io.outputs(InferResponse("m", "1", "r", {"X": x, "Y": y}), req, model, SharedMemoryManager())
+    resp = codec.encode_response(InferResult("m", "1", "r", {}, outputs))
     assert resp.id == "r"
     assert [(o.name, o.datatype, list(o.shape)) for o in resp.outputs] == [("Y", "BYTES", [1, 2]), ("X", "INT16", [1, 3])]
     assert resp.raw_output_contents[0] == _wire([b"hi", b""])

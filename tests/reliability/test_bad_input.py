@@ -201,7 +201,11 @@ infer_case("reserved-parameter", "identity", lambda m: set_param(m.parameters["t
            C.INVALID_ARGUMENT, "parameter keys starting with 'triton_' are reserved for Triton usage and should not "
                                "be specified, got 'triton_evil' for model 'identity'")
 infer_case("timeout-not-int", "identity", lambda m: set_param(m.parameters["timeout"], "soon"),
-           C.INVALID_ARGUMENT, "'timeout' parameter must be a non-negative integer")
+           C.INVALID_ARGUMENT, "invalid value type for 'timeout' parameter, expected int64_param.")
+infer_case("priority-not-int", "identity", lambda m: set_param(m.parameters["priority"], "high"),
+           C.INVALID_ARGUMENT, "invalid value type for 'priority' parameter, expected int64_param or uint64_param.")
+infer_case("priority-double", "identity", lambda m: set_param(m.parameters["priority"], 1.5),
+           C.INVALID_ARGUMENT, "invalid value type for 'priority' parameter, expected int64_param or uint64_param.")
 infer_case("timeout-negative", "batch_delay", lambda m: set_param(m.parameters["timeout"], -5),
            C.INVALID_ARGUMENT, "'timeout' parameter must be a non-negative integer")
 
