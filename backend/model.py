@@ -50,6 +50,10 @@ class Model:
     def is_ready(self) -> bool:
         return True
 
+    def pending_requests(self) -> int:
+        """Requests waiting for an execution (the metrics' pending count); schedulers override."""
+        return 0
+
     async def close(self):
         """Release resources; requests already in flight have completed when this is called."""
 

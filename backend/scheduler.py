@@ -98,7 +98,7 @@ class InstanceModel(Model):
     async def infer(self, request: InferRequest) -> InferResponse:
         self._start()
         if self.max_queue_size and len(self._queue) >= self.max_queue_size:
-            raise Unavailable("Exceeds maximum queue size")
+            raise Unavailable("Exceeds maximum queue size", reason="REJECTED")
         timeout_us = self.default_timeout_us
         if request.timeout_us and (self.allow_timeout_override or not timeout_us):
             timeout_us = request.timeout_us
@@ -123,7 +123,7 @@ class InstanceModel(Model):
             if p.future.done():
                 continue
             if p.deadline and now >= p.deadline:
-                p.future.set_exception(Unavailable("Request timeout expired"))
+                p.future.set_exception(Unavailable("Request timeout expired", reason="REJECTED"))
                 continue
             keep.append(p)
         self._queue = keep
@@ -153,6 +153,9 @@ class InstanceModel(Model):
             self._queue.extendleft(reversed(batch[best:]))
             batch = batch[:best]
         return batch
+
+    def pending_requests(self) -> int:
+        return sum(1 for p in self._queue if not p.future.done())
 
     def _queued_items(self):
         return sum(p.batch for p in self._queue if not p.future.done())
