@@ -17,6 +17,7 @@ from hrnet.grouping import GroupingParams, group
 from hrnet.synthetic import CENTER, SCALE, flip_pair, network_like
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference_ae  # noqa: E402
 from reference_ae import aggregate, reference_group  # noqa: E402
 
 K = 17
@@ -132,6 +133,124 @@ def test_crowded_scene_over_max_num_people():
     assert len(kp) > 30
 
 
+# ------------------------------------------------------------- crowded scenes: more than 30 persons
+
+def _crowded(name):
+    """The crowded scenes, 35 to 70 persons found on 64x80 maps (small: the replica's refine scans
+    the whole input-size map per person)."""
+    if name.startswith("trained-like"):
+        n = int(name.split()[1])
+        output = network_like(np.random.default_rng(n), 64, 80, n)  # tags in [-4, 4]: many close ones
+        return np.round(output * 16) / 16 if name.endswith("quantised") else output
+    rng = np.random.default_rng(3)  # "blobs": 50 people, tags 4 apart
+    return flip_pair(*people_maps(64, 80, random_people(rng, 64, 80, 50, spread=2.0), sigma=0.8), rng, noise=0.01)
+
+
+CROWDED = ["trained-like 40", "trained-like 60", "trained-like 60 quantised", "blobs 50"]
+
+
+def _record_assignments(monkeypatch):
+    """The replica's assignment problems as it solves them: [(cost float64 [n, m], pairs)]."""
+    calls = []
+
+    class Recording(reference_ae.Munkres):
+        def compute(self, cost_matrix):
+            cost = np.array(cost_matrix, np.float64)
+            pairs = super().compute(cost_matrix)
+            calls.append((cost, [tuple(p) for p in pairs]))
+            return pairs
+
+    monkeypatch.setattr(reference_ae, "Munkres", Recording)
+    return calls
+
+
+def _certain(cost):
+    """(number of person columns, which costs certainly pass the tag threshold 1): round(d) = 0
+    (cost = round(d) * 100 - val with val < 50; the padding columns cost 1e10)."""
+    persons = int(np.count_nonzero(cost[0] < 1e9))
+    return persons, np.round(cost[:, :persons] / 100) == 0
+
+
+def _joins_past(calls, first):
+    """Candidates the replica gave to a person after the `first` persons, certainly accepted:
+    what matching against only the first persons (the old cap) can never do."""
+    joins = 0
+    for cost, pairs in calls:
+        persons, certain = _certain(cost)
+        joins += sum(first <= c < persons and certain[r, c] for r, c in pairs)
+    return joins
+
+
+def _decisive_ties(calls, wider_than):
+    """Munkres ties that decide the result, in problems with more than `wider_than` persons: two
+    assigned (candidate, person) pairs whose swap costs the same (all four round(d) = 0, so the
+    costs only depend on the row) and would be accepted as well: which candidate joins which
+    person is munkres 1.1.4's tie-breaking."""
+    ties = 0
+    for cost, pairs in calls:
+        persons, certain = _certain(cost)
+        if persons <= wider_than:
+            continue
+        sure = [(r, c) for r, c in pairs if c < persons and certain[r, c]]
+        ties += sum(certain[r1, c2] and certain[r2, c1]
+                    for i, (r1, c1) in enumerate(sure) for r2, c2 in sure[i + 1:])
+    return ties
+
+
+@pytest.mark.parametrize("name", CROWDED)
+def test_crowded_scene_matches_every_person_found_so_far(name, monkeypatch):
+    """mmpose (ignore_too_much=False) matches each joint against every person found so far, not
+    just the first max_num_people = 30 (reference-ae section 5). The scene must show it: joints with
+    more than 30 candidates above the threshold, more than 30 persons, candidates that join persons
+    past the 30th (which the old cap forbade: there they founded persons of their own) and, in the
+    trained-like scenes, Munkres ties in problems wider than 30 persons."""
+    output = _crowded(name)
+    assert ref_peak_counts(output).max() > 30
+    calls = _record_assignments(monkeypatch)
+    kp, _ = assert_parity(output)
+    assert 35 <= len(kp) <= 70
+    assert _joins_past(calls, 30) > 0
+    if name.startswith("trained-like"):
+        assert _decisive_ties(calls, 30) > 0
+
+
+def _crossing_scene():
+    """35 persons with distinct tags: 20 show joint 0 (visited first), 25 joint 1 (10 of them
+    with joint 0, so 15 new persons: 35 > 30 after the second joint), all the other joints
+    (35 candidates each, more than top-k's 30)."""
+    rng = np.random.default_rng(8)
+    h, w = 40, 96
+    people = []
+    for i in range(35):  # on a 5 x 7 grid, 8 x 13 cells apart: no two persons' peaks merge
+        cy, cx = 4 + 8 * (i // 7), 8 + 13 * (i % 7)
+        joints = {k: (cy + rng.uniform(-2, 2), cx + rng.uniform(-3, 3), rng.uniform(0.3, 1.0)) for k in range(K)}
+        if i >= 20:
+            del joints[0]
+        if i < 10:
+            del joints[1]
+        people.append({"tag": float(2 * i - 35), "joints": joints})
+    return flip_pair(*people_maps(h, w, people), rng, noise=0.01)
+
+
+@pytest.mark.parametrize("name", ["trained-like 60", "blobs 50", "crossing"])
+def test_ignore_too_much_true_skips_joints_once_full(name, monkeypatch):
+    """ignore_too_much=True (mmpose's other semantics): candidates are matched against the first
+    max_num_people persons only, and once that many exist the joint is skipped. Parity with the
+    replica, whose problems never reach 30 persons, and the result differs from False."""
+    output = _crossing_scene() if name == "crossing" else _crowded(name)
+    calls = _record_assignments(monkeypatch)
+    kp, sc = assert_parity(output, ignore_too_much=True)
+    assert calls and max(_certain(cost)[0] for cost, _ in calls) < 30
+    full_kp, full_sc = group(output, CENTER, SCALE, params())
+    assert not (kp.shape == full_kp.shape and np.array_equal(kp, full_kp) and np.array_equal(sc, full_sc))
+    if name == "crossing":
+        # the second joint took it past 30; no joint after it was matched (refine may find them
+        # again, but the scores are those of one or two joints)
+        assert len(kp) == 35
+        matched = group(output, CENTER, SCALE, params(ignore_too_much=True, refine=False))[0]
+        assert np.count_nonzero(matched[:, :, 2], axis=1).max() <= 2
+
+
 def test_munkres_tie_takes_the_reference_pick():
     # Persons with tags 0 and 0.6 (joint 0), then two joint-1 candidates with tag 0.3: at the
     # same distance 0.42 from both, round(d) = 0, so the costs only depend on the row and every
@@ -173,7 +292,8 @@ def test_flip_test_false_batch_one():
 
 
 @pytest.mark.parametrize("cfg", [dict(adjust=False), dict(refine=False), dict(use_detection_val=False),
-                                 dict(max_num_people=5), dict(nms_kernel=3), dict(tag_threshold=0.5)])
+                                 dict(max_num_people=5), dict(nms_kernel=3), dict(tag_threshold=0.5),
+                                 dict(ignore_too_much=True), dict(ignore_too_much=True, max_num_people=3)])
 def test_other_parameters(cfg):
     rng = np.random.default_rng(5)
     assert_parity(network_like(rng, 48, 48, n_people=4), **cfg)

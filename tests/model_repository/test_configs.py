@@ -45,7 +45,7 @@ PARAMETERS = {
                    "max_input_pixels": "4194304"},
     "hrnet_om": {"session.intra_op.allow_spinning": "0"},  # idle threads sleep (grouping shares the cores)
     "grouping": {"max_num_people": "30", "detection_threshold": "0.1", "tag_threshold": "1",
-                 "nms_kernel": "5", "use_detection_val": "true", "adjust": "true",
+                 "nms_kernel": "5", "use_detection_val": "true", "ignore_too_much": "false", "adjust": "true",
                  "refine": "true", "flip_test": "true"},
     "hrnet_pose": {},
 }
@@ -229,10 +229,15 @@ def test_grouping_model_parameters_are_mmpose_test_cfg(grouping_model):
     params = module.parse_params({"refine": "False", "detection_threshold": "0.2", "max_num_people": "5",
                                   "threads": "1"})
     assert (params.refine, params.detection_threshold, params.max_num_people, params.threads) == (False, 0.2, 5, 1)
+    assert not model.params.ignore_too_much  # mmpose's setting of this config
+    assert module.parse_params({"ignore_too_much": "true"}).ignore_too_much is True
+    assert module.parse_params({"ignore_too_much": " False "}).ignore_too_much is False
 
 
 @pytest.mark.parametrize("parameters, message", [
     ({"refine": "yes"}, "refine"),
+    ({"ignore_too_much": "1"}, "ignore_too_much"),
+    ({"ignore_too_much": ""}, "ignore_too_much"),
     ({"nms_kernel": "5.5"}, "nms_kernel"),
     ({"tag_threshold": "nan"}, "tag_threshold"),
     ({"threads": "-2"}, "threads"),
