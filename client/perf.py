@@ -3,22 +3,25 @@
     python -m client.perf --model NAME [-u localhost:8001] [--concurrency-range 1:4:1]
         [--measurement-interval 5000] [--stability-percentage 10] [--max-trials 10]
         [--input-data DIR_OR_JSON] [--shape NAME:d1,d2,...] [--async | --streaming]
-        [--shared-memory none|system] [-f results.csv] [--export-input-data FILE]
+        [--shared-memory none|system [--output-shared-memory-size BYTES]] [-f results.csv]
+        [--export-input-data FILE] [--wait-ready S] [--ssl --root-certificates PEM ...] [-H NAME:VALUE]
 
 For each concurrency level N, N requests are kept in flight (N threads of blocking calls, or
 callbacks with --async, or one bidirectional stream with --streaming) while measurement windows
-of 1.2 x the interval follow each other; a request counts in the window where it ends. Once the
-last three windows agree within the stability percentage (throughput and average latency,
-max/min), they are merged and reported: throughput, latency percentiles, and the server's own
-breakdown from ModelStatistics deltas (queue, compute input/infer/output per model and per
-composing model of an ensemble). Examples:
+follow each other; a request counts in the window where it ends. A window lasts at least 1.2 x
+the interval and ends when a request ends, so it holds whole requests: a model of a second per
+request measures as steadily as a fast one (perf_analyzer's time windows would count +-1
+request of ~6 and rarely agree). Once the last three windows agree within the stability
+percentage (throughput and average latency, max/min), they are merged and reported:
+throughput, latency percentiles, and the server's own breakdown from ModelStatistics deltas
+(queue, compute input/infer/output per model and per composing model of an ensemble). With
+--shared-memory system, output regions are sized from the model's metadata when the shape is
+fixed, else from the first response to each data sample (--output-shared-memory-size sets
+them). Examples:
 
     python -m client.perf --model hrnet_pose --concurrency-range 1:2
     python -m client.perf --model hrnet_om --shape input:1,3,512,512      # the raw network
     python -m client.perf --model hrnet_pose --export-input-data images.json   # for perf_analyzer
-
-Exit codes: 0 measured; 1 requests failed or bad arguments; 2 server unreachable or model not
-ready; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -40,13 +43,15 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, serialize_byte_tensor, triton_to_np_dtype
 from tritonclient.utils import shared_memory as shm
 
-from client import server_stats
-from client.connection import (DEFAULT_URL, EXIT_UNAVAILABLE, ServerUnavailable, connect,
+from backend import cli
+from client import connection, server_stats
+from client.connection import (EXIT_UNAVAILABLE, Connection, ServerUnavailable, connect,
                                exit_unavailable, lost_server)
 from client.perf_inputs import TensorSpec, load_samples, parse_shape_args, tensor_specs
 from client.perf_inputs import to_perf_analyzer_json
 
 STABILITY_WINDOW = 3          # perf_analyzer's: the last three windows must agree
+PROBED_SAMPLES = 16           # data samples sent once to size the output regions
 PERCENTILES = (50, 90, 95, 99)
 CSV_HEADER = ["Concurrency", "Inferences/Second", "Client Send", "Network+Server Send/Recv",
               "Server Queue", "Server Compute Input", "Server Compute Infer",
@@ -137,7 +142,7 @@ class SharedMemoryRegions:
     """System shared memory: one region per input per data sample, one per output per slot."""
 
     def __init__(self, client, inputs: list[TensorSpec], samples: list[dict],
-                 outputs: list[TensorSpec], slots: int, output_size: int):
+                 outputs: list[TensorSpec], slots: int, output_sizes: dict[str, int]):
         self.client = client
         self.handles: dict[str, object] = {}
         self.sizes: dict[str, int] = {}
@@ -151,7 +156,7 @@ class SharedMemoryRegions:
                     self._add(f"{prefix}_{spec.name}_{i}", size, data)
             for slot in range(slots):
                 for spec in outputs:
-                    self._add(f"{prefix}_out_{spec.name}_{slot}", spec.byte_size or output_size)
+                    self._add(f"{prefix}_out_{spec.name}_{slot}", output_sizes[spec.name])
         except Exception:
             self.close()
             raise
@@ -183,6 +188,47 @@ class SharedMemoryRegions:
         self.handles.clear()
 
 
+def infer_inputs(specs: list[TensorSpec], sample: dict, regions: SharedMemoryRegions | None = None,
+                 index: int = 0) -> list[grpcclient.InferInput]:
+    """The InferInputs of one data sample: its data, or its shared-memory regions."""
+    tensors = []
+    for spec in specs:
+        tensor = grpcclient.InferInput(spec.name, list(sample[spec.name].shape), spec.datatype)
+        if regions:
+            tensor.set_shared_memory(*regions.input(spec.name, index))
+        else:
+            tensor.set_data_from_numpy(sample[spec.name])
+        tensors.append(tensor)
+    return tensors
+
+
+def output_region_sizes(client, model: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                        samples: list[dict], override: int | None) -> tuple[dict[str, int], str]:
+    """Bytes of each output's shared-memory region, and where the figure comes from.
+
+    A fixed shape gives its size; otherwise `override`, or the largest answer of the first
+    PROBED_SAMPLES samples (sent once, without shared memory), doubled when samples remain
+    unprobed. A region too small fails the request, as in Triton (the old fixed 100 KiB default
+    failed on `preprocess`, whose output is megabytes).
+    """
+    sizes = {s.name: s.byte_size for s in outputs if s.byte_size is not None}
+    open_sized = [s.name for s in outputs if s.name not in sizes]
+    if not open_sized:
+        return sizes, "the model's metadata"
+    if override is not None:
+        return {**sizes, **dict.fromkeys(open_sized, override)}, "--output-shared-memory-size"
+    largest = dict.fromkeys(open_sized, 1)
+    for index in range(min(len(samples), PROBED_SAMPLES)):
+        response = client.infer(model, infer_inputs(inputs, samples[index]), outputs=[
+            grpcclient.InferRequestedOutput(name) for name in open_sized]).get_response()
+        for tensor, raw in zip(response.outputs, response.raw_output_contents):
+            largest[tensor.name] = max(largest[tensor.name], len(raw))
+    headroom = 2 if len(samples) > PROBED_SAMPLES else 1
+    source = f"the largest answer to {min(len(samples), PROBED_SAMPLES)} data sample(s)"
+    return {**sizes, **{n: v * headroom for n, v in largest.items()}}, (
+        source + (" x 2" if headroom > 1 else ""))
+
+
 class Load:
     """Keeps `concurrency` requests in flight and records when each started and ended.
 
@@ -190,15 +236,17 @@ class Load:
     for blocking calls, a callback chain for --async, and one shared stream for --streaming.
     """
 
-    def __init__(self, url: str, model: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 samples: list[dict], mode: str = "sync",
+    def __init__(self, conn: Connection | str, model: str, inputs: list[TensorSpec],
+                 outputs: list[TensorSpec], samples: list[dict], mode: str = "sync",
                  regions: SharedMemoryRegions | None = None):
         self.model, self.inputs, self.outputs = model, inputs, outputs
         self.samples, self.mode, self.regions = samples, mode, regions
-        self.client = grpcclient.InferenceServerClient(url)
+        self.client = (Connection(conn) if isinstance(conn, str) else conn).client()
         self._next_sample = itertools.count()
         self._lock = threading.Lock()
         self._records: list[tuple[int, int, int, int]] = []   # start, end, send, recv (ns)
+        self._last_end = 0                                     # of any request so far (ns)
+        self._recorded = threading.Condition(self._lock)
         self.errors: list[Exception] = []
         self._running = False
         self._active = 0
@@ -206,25 +254,12 @@ class Load:
         self._threads: list[threading.Thread] = []
         self._pending: dict[str, tuple[int, int, int]] = {}
         self._request_ids = itertools.count()
-        self._prepared = [self._sample_inputs(i) for i in range(len(samples))]
+        # Set up (data serialised) once, then sent as they are, as perf_analyzer prepares inputs.
+        self._prepared = [infer_inputs(inputs, sample, regions, i) for i, sample in enumerate(samples)]
         if mode == "streaming":
             self.client.start_stream(callback=self._on_stream)
 
     # -- request building and reading ------------------------------------------------------
-    def _sample_inputs(self, index: int):
-        """The InferInputs of one sample: set up (data serialised) once, then sent as they are,
-        as perf_analyzer prepares its inputs."""
-        sample = self.samples[index]
-        inputs = []
-        for spec in self.inputs:
-            tensor = grpcclient.InferInput(spec.name, list(sample[spec.name].shape), spec.datatype)
-            if self.regions:
-                tensor.set_shared_memory(*self.regions.input(spec.name, index))
-            else:
-                tensor.set_data_from_numpy(sample[spec.name])
-            inputs.append(tensor)
-        return inputs
-
     def _build(self, slot: int):
         inputs = self._prepared[next(self._next_sample) % len(self.samples)]
         outputs = []
@@ -254,11 +289,20 @@ class Load:
         end = time.perf_counter_ns()
         with self._lock:
             self._records.append((start, end, send, end - received))
+            self._last_end = max(self._last_end, end)
+            self._recorded.notify_all()
 
     def _fail(self, error: Exception) -> None:
         with self._lock:
             self.errors.append(error)
             self._running = False
+            self._recorded.notify_all()
+
+    def wait_for_end(self, after_ns: int, timeout_s: float) -> None:
+        """Waits until some request has ended at or after `after_ns` (or one failed)."""
+        with self._lock:
+            self._recorded.wait_for(lambda: self._last_end >= after_ns or self.errors,
+                                    timeout=timeout_s)
 
     def _slot_done(self) -> None:
         with self._lock:
@@ -375,22 +419,37 @@ class RequestError(Exception):
 def measure_level(load: Load, concurrency: int, reader: server_stats.StatsReader | None,
                   interval_ms: int, threshold: float, max_trials: int,
                   verbose: bool) -> tuple[Window, bool, int]:
-    """Runs windows at one concurrency until stable or max_trials; (merged, stable, trials)."""
+    """Runs windows at one concurrency until stable or max_trials; (merged, stable, trials).
+
+    Windows start and end when a request ends (the first at the first answer, which also keeps
+    a cold start out), so each holds whole requests however long a request takes.
+    """
+    length_ns = int(interval_ms * 1.2 * 1e6)
+    # A request still unanswered this long after its window's nominal end closes the window
+    # where it stands (a hung model): the stability check then sees the gap.
+    patience_s = max(60.0, 10 * interval_ms / 1e3)
     load.start(concurrency)
     try:
         windows: list[Window] = []
-        carry = np.zeros((0, 4), np.int64)
-        window_start = time.perf_counter_ns()
+        load.wait_for_end(time.perf_counter_ns(), patience_s)
+        records = load.take()
+        if load.errors:
+            raise RequestError(load.errors[0])
+        window_start = int(records[:, 1].max()) if records.size else time.perf_counter_ns()
+        carry = records[records[:, 1] > window_start]
         stats_before = reader.snapshot() if reader else None
         for trial in range(1, max_trials + 1):
-            time.sleep(interval_ms * 1.2 / 1e3)
-            window_end = time.perf_counter_ns()
-            stats_after = reader.snapshot() if reader else None
+            nominal_end = window_start + length_ns
+            time.sleep(max(0.0, (nominal_end - time.perf_counter_ns()) / 1e9))
+            load.wait_for_end(nominal_end, patience_s)
             if load.errors:
                 raise RequestError(load.errors[0])
             records = np.concatenate([carry, load.take()])
             ended = records[:, 1]
-            inside = records[(ended >= window_start) & (ended <= window_end)]
+            late = ended[ended >= nominal_end]
+            window_end = int(late.min()) if late.size else time.perf_counter_ns()
+            stats_after = reader.snapshot() if reader else None
+            inside = records[(ended > window_start) & (ended <= window_end)]
             carry = records[ended > window_end]
             window = Window(window_end - window_start, inside[:, 1] - inside[:, 0],
                             int(inside[:, 2].sum()), int(inside[:, 3].sum()),
@@ -444,10 +503,14 @@ def csv_row(concurrency: int, merged: Window, model: str) -> list:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m client.perf", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(
+        prog="python -m client.perf", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=cli.exit_codes_help(cli.EXIT_UNAVAILABLE, cli.EXIT_UNSTABLE, cli.EXIT_INTERRUPTED,
+                                   details={cli.EXIT_OK: "every level measured and stable",
+                                            cli.EXIT_FAILED: "requests failed, or a usage error "
+                                                             "(one line on stderr)"}))
     parser.add_argument("-m", "--model", required=True)
-    parser.add_argument("-u", "--url", default=DEFAULT_URL, help="server gRPC address")
     parser.add_argument("--concurrency-range", default="1", help="start[:end[:step]]")
     parser.add_argument("-p", "--measurement-interval", type=int, default=5000,
                         help="window length in ms (each window lasts 1.2 x this)")
@@ -459,15 +522,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--async", dest="async_mode", action="store_true")
     mode.add_argument("--streaming", action="store_true")
     parser.add_argument("--shared-memory", choices=("none", "system"), default="none")
-    parser.add_argument("--output-shared-memory-size", type=int, default=102400,
-                        help="bytes of each output region whose size the metadata leaves open")
+    parser.add_argument("--output-shared-memory-size", type=int, metavar="BYTES",
+                        help="bytes of each output region whose size the metadata leaves open "
+                             "(default: the largest first answer to each data sample)")
     parser.add_argument("-f", "--latency-report-file", type=Path, help="CSV to write")
     parser.add_argument("--export-input-data", type=Path,
                         help="write the request data as perf_analyzer JSON and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every window")
+    connection.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.max_trials < 1 or args.measurement_interval < 1:
         parser.error("--max-trials and --measurement-interval must be positive")
+    if args.output_shared_memory_size is not None and args.output_shared_memory_size < 1:
+        parser.error("--output-shared-memory-size must be positive")
     try:
         args.levels = parse_range(args.concurrency_range)
         args.shapes = parse_shape_args(args.shape)
@@ -479,17 +546,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def write_csv(path: Path, rows: list[list]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+        writer = csv.writer(f, lineterminator="\n")   # as perf_analyzer: every row ends in \n
         writer.writerow(CSV_HEADER)
         # perf_analyzer sorts the rows by throughput.
         writer.writerows(sorted(rows, key=lambda r: r[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    conn = connection.from_args(args)
     mode = "async" if args.async_mode else "streaming" if args.streaming else "sync"
     try:
-        client = connect(args.url, args.model)
+        client = connect(conn, args.model)
         metadata = client.get_model_metadata(args.model, as_json=True)
         config = client.get_model_config(args.model, as_json=True)["config"]
     except ServerUnavailable as err:
@@ -502,8 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         outputs = tensor_specs(metadata, config, {}, "outputs")
         samples = load_samples(inputs, args.input_data)
     except (ValueError, OSError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        client.close()
+        raise cli.UserError(str(err)) from None
     if args.export_input_data:
         args.export_input_data.write_text(json.dumps(to_perf_analyzer_json(inputs, samples)))
         print(f"wrote {len(samples)} request(s) for '{args.model}' to {args.export_input_data}")
@@ -526,20 +598,26 @@ def main(argv: list[str] | None = None) -> int:
           + f" ({len(samples)} data sample(s))\n", flush=True)
 
     regions = load = None
-    rows, summary, code = [], [], 0
+    rows, summary, unstable, code = [], [], [], cli.EXIT_OK
     try:
         if args.shared_memory == "system":
+            sizes, source = output_region_sizes(client, args.model, inputs, outputs, samples,
+                                                args.output_shared_memory_size)
+            print("  Output regions: " + ", ".join(f"{n} {b} bytes" for n, b in sizes.items())
+                  + f" (from {source})", flush=True)
             regions = SharedMemoryRegions(client, inputs, samples, outputs, max(args.levels),
-                                          args.output_shared_memory_size)
-        load = Load(args.url, args.model, inputs, outputs, samples, mode, regions)
+                                          sizes)
+        load = Load(conn, args.model, inputs, outputs, samples, mode, regions)
         for level in args.levels:
             merged, stable, trials = measure_level(
                 load, level, reader, args.measurement_interval,
                 args.stability_percentage / 100, args.max_trials, args.verbose)
             if not stable:
+                unstable.append(level)
                 print(f"WARNING: no stable measurement within {trials} windows for concurrency "
                       f"{level}; the figures below merge the last {STABILITY_WINDOW}. Try a "
-                      f"longer --measurement-interval.", file=sys.stderr)
+                      f"longer --measurement-interval, more --max-trials or a larger "
+                      f"--stability-percentage.", file=sys.stderr)
             print("\n".join(report_level(level, merged, stable, args.model, reader)), flush=True)
             rows.append(csv_row(level, merged, args.model))
             summary.append(f"Concurrency: {level}, throughput: {merged.throughput:.2f} "
@@ -547,11 +625,13 @@ def main(argv: list[str] | None = None) -> int:
                            + ("" if stable else " (not stable)"))
     except (RequestError, InferenceServerException) as err:
         cause = err.args[0] if isinstance(err, RequestError) else err
-        print(f"error: requests to '{args.model}' at {args.url} failed: {cause}", file=sys.stderr)
-        code = EXIT_UNAVAILABLE if lost_server(cause, client) else 1
+        hint = ("; with --shared-memory system a too small output region fails requests: "
+                "--output-shared-memory-size BYTES" if regions else "")
+        cli.report(f"requests to '{args.model}' at {args.url} failed: {cause}{hint}")
+        code = EXIT_UNAVAILABLE if lost_server(cause, client) else cli.EXIT_FAILED
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        code = 130
+        code = cli.EXIT_INTERRUPTED
     finally:
         if load:
             load.stop(timeout_s=10)
@@ -566,6 +646,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency_report_file and rows:
         write_csv(args.latency_report_file, rows)
         print(f"wrote {args.latency_report_file}")
+    if unstable and code == cli.EXIT_OK:
+        cli.report(f"no stable measurement at concurrency {', '.join(map(str, unstable))} "
+                   f"(exit {cli.EXIT_UNSTABLE}): the figures are printed, marked NOT STABLE")
+        code = cli.EXIT_UNSTABLE
     return code
 
 

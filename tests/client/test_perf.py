@@ -10,10 +10,13 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import serialize_byte_tensor
 
+from backend import cli
 from client import perf, perf_inputs, server_stats
 from client.perf import Window
 
 SHORT = ["-p", "100", "-r", "10", "-s", "50"]   # short windows, lenient stability: fast tests
+# Such a smoke-size measurement may not settle on a shared machine: exit 3, figures still printed.
+MEASURED = (0, cli.EXIT_UNSTABLE)
 
 
 def window(count: int, seconds: float, latency_us: float) -> Window:
@@ -135,7 +138,7 @@ def test_identity_in_every_mode(fake_server, tmp_path, capsys, mode):
     code, printed = run_perf(["-m", "identity", "-u", fake_server.url, "--shape", "INPUT0:16",
                               "--concurrency-range", "1:2", "-f", str(report), *SHORT, *mode],
                              capsys)
-    assert code == 0, printed.err
+    assert code in MEASURED, printed.err
     rows = list(csv.reader(report.open()))
     assert rows[0] == perf.CSV_HEADER
     assert sorted(int(r[0]) for r in rows[1:]) == [1, 2]
@@ -152,7 +155,7 @@ def test_identity_in_every_mode(fake_server, tmp_path, capsys, mode):
 
 def test_ensemble_breakdown_per_step(fake_server, capsys):
     code, printed = run_perf(["-m", "hrnet_pose", "-u", fake_server.url, *SHORT], capsys)
-    assert code == 0, printed.err
+    assert code in MEASURED, printed.err
     assert "Composing models:" in printed.out
     for step in ("preprocess", "hrnet_om", "grouping"):
         assert f"{step}, version: 1" in printed.out

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from backend import cli
 from client import coco_eval, perf, visualize
 from tests.client.conftest import read_summary
 
@@ -71,7 +72,8 @@ def test_visualize_draws_the_server_answer(pose_server, mini_set, tmp_path, caps
 
 def run_perf(args, tmp_path):
     report = tmp_path / "perf.csv"
-    assert perf.main([*args, *QUICK, "-f", str(report)]) == 0
+    # A smoke-size measurement on a shared machine may not settle: exit 3, figures still written.
+    assert perf.main([*args, *QUICK, "-f", str(report)]) in (0, cli.EXIT_UNSTABLE)
     rows = list(csv.reader(report.open()))
     assert rows[0] == perf.CSV_HEADER
     return rows[1:]
