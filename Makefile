@@ -8,10 +8,14 @@ REPO ?= model_repository
 ONNX := $(REPO)/hrnet_om/1/model.onnx
 GRPC_PORT ?= 8001
 CHECKPOINT ?=
+CONFIG ?=
+SOC ?=
+GEARS ?=
+GPU ?=
 
-.PHONY: install model serve eval test proto bench fuzz soak check-perf-analyzer clean
+.PHONY: install model serve eval test proto bench fuzz soak check-perf-analyzer om check-gpu clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(if $(GPU),$(VENV)/.installed-gpu)
 
 $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +27,27 @@ $(VENV)/.installed: requirements.lock
 	$(BIN)/pip install -q torch==2.13.0
 	touch $@
 
+# GPU=1: onnxruntime-gpu (TensorRT and CUDA providers; CUDA 12 + cuDNN 9 from pip's nvidia wheels)
+# in place of onnxruntime; 1.22.0 is the GPU build of the lock's 1.22 (there is no 1.22.1 GPU build).
+$(VENV)/.installed-gpu: $(VENV)/.installed
+	$(BIN)/pip uninstall -q -y onnxruntime onnxruntime-gpu
+	$(BIN)/pip install -q "onnxruntime-gpu[cuda,cudnn]==1.22.0"
+	touch $@
+
 # The ONNX network: random weights (loud warning) unless CHECKPOINT=path/to/hrnet_w32_coco_512x512-bcb8c247_20200816.pth
 model: install
 	@if [ -n "$(CHECKPOINT)" ] || [ ! -f $(ONNX) ]; then \
 		$(PY) -m hrnet.export --out $(ONNX) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)); \
 	else echo "$(ONNX) exists (make model CHECKPOINT=... to rebuild)"; fi
 
+# CONFIG=ascend: hrnet_om from configs/ascend.pbtxt (the Ascend NPU path; make om first)
 serve: model
-	$(PY) -m backend.server --model-repository $(REPO) --grpc-port $(GRPC_PORT)
+	$(PY) -m backend.server --model-repository $(REPO) --grpc-port $(GRPC_PORT) $(if $(CONFIG),--model-config-name $(CONFIG))
+
+# The OM for an Ascend chip (ATC, CANN toolkit): make om SOC=Ascend310P3 [GEARS="512,512;512,576;..."]
+om: model
+	@if [ -z "$(SOC)" ]; then echo "usage: make om SOC=Ascend310P3 [GEARS=...] (SOC: the chip npu-smi info names)" >&2; exit 2; fi
+	PYTHON=$(PY) REPO=$(REPO) bash scripts/atc_hrnet.sh "$(SOC)" "$(GEARS)"
 
 eval: model
 	PYTHON=$(PY) REPO=$(REPO) bash scripts/eval.sh
@@ -43,6 +60,10 @@ proto: install
 
 bench: model
 	$(PY) -m bench.pipeline --repo $(REPO)
+
+# hrnet_om on an NVIDIA GPU (needs make install GPU=1): img/s of the network and the pipeline
+check-gpu: model
+	$(PY) -m bench.check_gpu --repo $(REPO)
 
 check-perf-analyzer: install
 	$(PY) -m pytest -q tests/backend/test_perf_analyzer.py

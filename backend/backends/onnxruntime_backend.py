@@ -29,11 +29,17 @@ _WIRE_TO_CONFIG = {w: mc.DataType.Value(("TYPE_" + w) if w != "BYTES" else "TYPE
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
-def _gpu_providers() -> list:
+@functools.cache
+def _gpu_providers() -> tuple:
     """The GPU execution providers this onnxruntime build has (onnxruntime-gpu: TensorRT, CUDA)."""
     import onnxruntime as ort
-    available = ort.get_available_providers()
-    return [p for p in _GPU_PROVIDERS if p in available]
+    found = tuple(p for p in _GPU_PROVIDERS if p in ort.get_available_providers())
+    if found and hasattr(ort, "preload_dlls"):
+        try:  # CUDA and cuDNN from pip's nvidia-* wheels (make install GPU=1), where installed
+            ort.preload_dlls()
+        except Exception as e:
+            log.debug("onnxruntime.preload_dlls: %s", e)
+    return found
 
 
 def normalize(config):
@@ -42,12 +48,17 @@ def normalize(config):
     config_util.resolve_kinds(config, gpu_available=bool(_gpu_providers()))
 
 
-def _providers(kind: int, device_id: int = 0) -> list:
+def _providers(kind: int, device_id: int = 0, config=None) -> list:
     """Execution providers for an instance, best first: for KIND_GPU, TensorRT and CUDA on
-    `device_id` where installed, always CPU last."""
-    if kind == mc.ModelInstanceGroup.KIND_GPU:
-        return [(p, {"device_id": device_id}) for p in _gpu_providers()] + ["CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    `device_id` where installed, always CPU last. Parameters named `trt_*` are TensorRT's own
+    options (e.g. trt_profile_min_shapes: one engine for every input size)."""
+    if kind != mc.ModelInstanceGroup.KIND_GPU:
+        return ["CPUExecutionProvider"]
+    trt = {"device_id": device_id}
+    if config is not None:
+        trt.update((k, v.string_value) for k, v in config.parameters.items() if k.startswith("trt_"))
+    options = {"TensorrtExecutionProvider": trt, "CUDAExecutionProvider": {"device_id": device_id}}
+    return [(p, options[p]) for p in _gpu_providers()] + ["CPUExecutionProvider"]
 
 
 def session_options(config, intra, inter):
@@ -73,7 +84,7 @@ class OrtInstance(Instance):
         import onnxruntime as ort
         self.name = name
         self.session = ort.InferenceSession(path, sess_options=session_options(config, intra, inter),
-                                            providers=_providers(kind, device_id))
+                                            providers=_providers(kind, device_id, config))
         self.batching = config.max_batch_size > 0
         self.outputs = [o.name for o in config.output]
         self.model_name = config.name
