@@ -25,7 +25,7 @@ from proto import model_config_pb2 as mc
 
 from .. import batching, dtypes
 from .. import config as config_util
-from ..errors import InvalidArgument, Unavailable
+from ..errors import Internal, InvalidArgument, Unavailable
 from ..scheduler import Instance, InstanceModel, InstancePool
 from ..types import Timing
 
@@ -124,19 +124,22 @@ class AisInstance(Instance):
         errors = {id(r): m.refusal(r) for r in requests}
         valid = [r for r in requests if errors[id(r)] is None]
         device_ms = []
-        wall = 0
         responses = []
         if valid:
             feeds = batching.feeds(valid, m.batched)
             t1 = time.monotonic_ns()
             results = []
-            for feed in feeds:
-                parts = []
-                for piece in batching.slices(feed, m.om_batch) if m.om_batch else [feed]:
-                    outs = self.session.infer([piece[n] for n in m.feed_order], mode=m.mode)
-                    parts.append({name: outs[i] for name, i in m.output_index})
-                results.append(batching.concatenate(parts))
-            wall = time.monotonic_ns() - t1
+            try:
+                for feed in feeds:
+                    parts = []
+                    for piece in batching.slices(feed, m.om_batch) if m.om_batch else [feed]:
+                        outs = self.session.infer([piece[n] for n in m.feed_order], mode=m.mode)
+                        parts.append({name: outs[i] for name, i in m.output_index})
+                    results.append(batching.concatenate(parts))
+            except Exception as e:  # the runtime refused or failed: this execution's requests fail
+                self._device_times()
+                raise Internal(f"model '{m.name}' instance '{self.name}' (NPU {self.device_id}): ais_bench "
+                               f"failed: {type(e).__name__}: {e}") from None
             device_ms = self._device_times()
             responses = iter(batching.responses(valid, m.batched, m.name, results))
         else:

@@ -241,6 +241,18 @@ def test_bad_device_or_gear_configs_fail_the_load_with_a_reason(client, paramete
     assert client.is_model_ready("om")  # a failed reload keeps serving the loaded version
 
 
+def test_a_gear_the_om_lacks_fails_that_request_with_the_runtime_error(client, om_server):
+    """A config listing a gear the OM was not compiled with: the runtime refuses the call and the
+    request fails (INTERNAL, naming model, instance, NPU and ais_bench's error); nothing else does."""
+    _load(client, dynamic_dims=GEARS + ";16,16")
+    with expect_error("INTERNAL", "model 'om' instance 'om_0_0' (NPU 0): ais_bench failed: RuntimeError",
+                      "16,16 is not one of the model's 3 gears"):
+        client.infer("om", [infer_input("input", np.zeros((1, 3, 16, 16), np.float32))])
+    x = np.ones((1, 3, 8, 8), np.float32)
+    np.testing.assert_array_equal(client.infer("om", [infer_input("input", x)]).as_numpy("output1"), block_means(x))
+    _load(client, dynamic_dims=GEARS)
+
+
 def test_older_ais_bench_releases_with_finalize(om_repo, tmp_path):
     journal = str(tmp_path / "journal.jsonl")
     env = double_env(AIS_BENCH_DOUBLE_JOURNAL=journal, AIS_BENCH_DOUBLE_API="old")
