@@ -7,6 +7,8 @@ PY := $(BIN)/python
 REPO ?= model_repository
 ONNX := $(REPO)/hrnet_om/1/model.onnx
 GRPC_PORT ?= 8001
+HTTP_PORT ?= 8000
+METRICS_PORT ?= 8002
 CHECKPOINT ?=
 CONFIG ?=
 SOC ?=
@@ -42,7 +44,7 @@ model: install
 
 # CONFIG=ascend: hrnet_om from configs/ascend.pbtxt (the Ascend NPU path; make om first)
 serve: model
-	$(PY) -m backend.server --model-repository $(REPO) --grpc-port $(GRPC_PORT) $(if $(CONFIG),--model-config-name $(CONFIG))
+	$(PY) -m backend.server --model-repository $(REPO) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) $(if $(CONFIG),--model-config-name $(CONFIG))
 
 # The OM for an Ascend chip (ATC, CANN toolkit): make om SOC=Ascend310P3 [GEARS="512,512;512,576;..."]
 om: model

@@ -30,6 +30,12 @@ class InvalidArgument(ServerError):
     triton_name = "INVALID_ARG"
 
 
+class UnknownModel(InvalidArgument):
+    """A model name the repository never had: INVALID_ARG on gRPC, yet 404 over HTTP (as
+    tritonserver 2.51 answers)."""
+    http_status = 404
+
+
 class NotFound(ServerError):
     grpc_code = grpc.StatusCode.NOT_FOUND
     http_status = 404

@@ -13,7 +13,7 @@ from proto import model_config_pb2 as mc
 from . import config as config_util
 from . import registry
 from .backends import ensemble as ensemble_backend
-from .errors import InvalidArgument, NotFound, ServerError, Unavailable
+from .errors import InvalidArgument, NotFound, ServerError, Unavailable, UnknownModel
 
 log = logging.getLogger("backend.repository")
 
@@ -142,7 +142,7 @@ class Repository:
     def _known(self, name: str) -> ModelEntry:
         e = self.entries.get(name)
         if e is None:
-            raise InvalidArgument(f"Request for unknown model: '{name}' is not found")
+            raise UnknownModel(f"Request for unknown model: '{name}' is not found")
         return e
 
     def get(self, name: str, version: str = ""):

@@ -9,8 +9,13 @@ import sys
 
 import grpc
 
-from .core import InferenceCore
-from .grpc_service import Restrictions, Servicer, add_to_server
+from aiohttp import web
+
+from .core import BINARY_EXTENSION, InferenceCore
+from .http_service import HttpService
+from .metrics import metrics_app
+from .grpc_service import Servicer, add_to_server
+from .restrictions import Restrictions
 from .repository import Repository
 
 log = logging.getLogger("backend.server")
@@ -23,10 +28,12 @@ def parse_args(argv=None):
     p.add_argument("--model-repository", required=True, help="model repository folder")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (0 = any free port)")
-    p.add_argument("--http-port", type=int, default=8000, help="accepted; HTTP is not served yet")
-    p.add_argument("--metrics-port", type=int, default=8002, help="accepted; metrics are not served yet")
-    p.add_argument("--allow-http", type=_bool, default=False, nargs="?", const=True)
-    p.add_argument("--allow-metrics", type=_bool, default=False, nargs="?", const=True)
+    p.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (0 = any free port)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (0 = any free port)")
+    p.add_argument("--allow-http", type=_bool, default=True, nargs="?", const=True,
+                   help="serve HTTP/REST (KServe v2) on --http-port (default true)")
+    p.add_argument("--allow-metrics", type=_bool, default=True, nargs="?", const=True,
+                   help="serve Prometheus metrics on --metrics-port /metrics (default true)")
     p.add_argument("--allow-grpc", type=_bool, default=True, nargs="?", const=True)
     p.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
     p.add_argument("--load-model", action="append", default=[], help="model to load at start "
@@ -51,6 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--grpc-root-cert", default="")
     p.add_argument("--grpc-restricted-protocol", action="append", default=[],
                    metavar="<api list>:<key>=<value>")
+    p.add_argument("--http-restricted-api", action="append", default=[],
+                   metavar="<api list>:<key>=<value>",
+                   help="the listed HTTP API groups require that header (403 otherwise)")
     args = p.parse_args(argv)
     if args.max_request_bytes < 1:
         p.error("--max-request-bytes must be positive")
@@ -89,6 +99,7 @@ async def serve(args) -> int:
                          strict_readiness=args.strict_readiness, max_inflight=args.max_inflight_requests)
     try:
         restrictions = Restrictions(args.grpc_restricted_protocol)
+        http_restrictions = Restrictions(args.http_restricted_api, flag="--http-restricted-api")
     except ValueError as e:
         log.error("%s", e)
         return 2
@@ -115,8 +126,21 @@ async def serve(args) -> int:
         return 1
     await server.start()
     log.info("Started GRPCInferenceService at %s:%d", args.host, port)
-    if args.allow_http or args.allow_metrics:
-        log.warning("HTTP and metrics endpoints are not served yet (--allow-http/--allow-metrics accepted)")
+    runners = []
+    try:
+        if args.allow_http:
+            core.extensions.append(BINARY_EXTENSION)
+            http = HttpService(core, http_restrictions, min(args.max_request_bytes, MAX_MESSAGE))
+            runners.append(await _start_site(http.app, args.host, args.http_port, "HTTPService",
+                                             args.exit_timeout_secs))
+        if args.allow_metrics:
+            runners.append(await _start_site(metrics_app(core), args.host, args.metrics_port, "Metrics Service",
+                                             args.exit_timeout_secs))
+    except OSError as e:
+        log.error("could not serve HTTP/metrics: %s", e)
+        await asyncio.gather(server.stop(0), *(r.cleanup() for r in runners))
+        await core.close()
+        return 1
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -126,7 +150,7 @@ async def serve(args) -> int:
     log.info("Stopping: finishing requests in flight (up to %g s)", args.exit_timeout_secs)
     stop_at = loop.time() + args.exit_timeout_secs
     core.shutting_down = True
-    await server.stop(args.exit_timeout_secs)
+    await asyncio.gather(server.stop(args.exit_timeout_secs), *(r.cleanup() for r in runners))
     try:
         await asyncio.wait_for(core.close(), max(1.0, stop_at - loop.time()))
     except asyncio.TimeoutError:
@@ -138,6 +162,16 @@ async def serve(args) -> int:
         os._exit(0)
     log.info("Stopped")
     return 0
+
+
+async def _start_site(app, host: str, port: int, what: str, grace: float) -> web.AppRunner:
+    """Serve an aiohttp app in this event loop; logs Triton's 'Started <what> at HOST:PORT'."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    bound = runner.addresses[0][1]
+    log.info("Started %s at %s:%d", what, host, bound)
+    return runner
 
 
 def _log_table(repository):

@@ -9,7 +9,7 @@ mkdir -p "$OUT"
 LOG=$OUT/server.log
 
 # Port 0: the server binds a free port and logs it (no window for another process to take it).
-$PY -m backend.server --model-repository "$REPO" --host 127.0.0.1 --grpc-port "${EVAL_PORT:-0}" >"$LOG" 2>&1 &
+$PY -m backend.server --model-repository "$REPO" --host 127.0.0.1 --grpc-port "${EVAL_PORT:-0}" --http-port 0 --metrics-port 0 >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
 

@@ -9,35 +9,45 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_STARTED = re.compile(r"Started GRPCInferenceService at [^:]+:(\d+)")
+_STARTED = re.compile(r"Started (GRPCInferenceService|HTTPService|Metrics Service) at [^:]+:(\d+)")
 
 
 class ServerProcess:
     def __init__(self, repo, *args, env=None, timeout=180.0, host="127.0.0.1"):
         self.repo = str(repo)
         cmd = [sys.executable, "-m", "backend.server", "--model-repository", self.repo,
-               "--grpc-port", "0", "--host", host, *map(str, args)]
+               "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0", "--host", host, *map(str, args)]
         self.log_lines = []
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env={**os.environ, **(env or {})})
-        self.port = None
+        self.port = self.http_port = self.metrics_port = None
         ready = threading.Event()
+        # the server logs gRPC, then HTTP, then metrics (those it serves), then the model table
+        self._expect = {"GRPCInferenceService"} | ({"HTTPService"} if _serves(args, "http") else set()) \
+            | ({"Metrics Service"} if _serves(args, "metrics") else set())
+        ports = {}
 
         def pump():
             for line in self.proc.stdout:
                 self.log_lines.append(line)
                 m = _STARTED.search(line)
-                if m and self.port is None:
-                    self.port = int(m.group(1))
-                    ready.set()
+                if m and m.group(1) not in ports:
+                    ports[m.group(1)] = int(m.group(2))
+                    self.port = ports.get("GRPCInferenceService")
+                    self.http_port = ports.get("HTTPService")
+                    self.metrics_port = ports.get("Metrics Service")
+                    if self._expect <= set(ports):
+                        ready.set()
             ready.set()
         self._pump = threading.Thread(target=pump, daemon=True)
         self._pump.start()
         ready.wait(timeout)
-        if self.port is None:
+        if self.port is None or not self._expect <= set(ports):
             self.stop()
             raise RuntimeError("server did not start:\n" + self.log)
         self.url = f"{host}:{self.port}"
+        self.http_url = f"{host}:{self.http_port}" if self.http_port else None
+        self.metrics_url = f"http://{host}:{self.metrics_port}/metrics" if self.metrics_port else None
 
     @property
     def log(self) -> str:
@@ -62,6 +72,18 @@ class ServerProcess:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _serves(args, what: str) -> bool:
+    """Whether the server's arguments leave --allow-<what> on (its default)."""
+    args = [str(a) for a in args]
+    for i, a in enumerate(args):
+        if a == f"--allow-{what}":
+            nxt = args[i + 1] if i + 1 < len(args) else ""
+            return nxt.lower() not in ("false", "0", "no", "off")
+        if a.startswith(f"--allow-{what}="):
+            return a.split("=", 1)[1].lower() not in ("false", "0", "no", "off")
+    return True
 
 
 def start_server(repo, *args, **kw) -> ServerProcess:

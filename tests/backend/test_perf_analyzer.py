@@ -1,6 +1,7 @@
 """NVIDIA's perf_analyzer 2.50 (prepared by ../shared/tools/perf_analyzer.sh) against the
-server: identity and ensemble_add, each in four modes (sync, --async, --streaming,
---shared-memory=system), must end with exit 0 and report a throughput. Skipped, saying why,
+server: identity and ensemble_add, each in four modes over gRPC (sync, --async, --streaming,
+--shared-memory=system) and three over HTTP (-i http: sync, --async, shared memory), must end with
+exit 0 and report a throughput. Skipped, saying why,
 where the tool cannot be prepared (exit 3) or ../shared is absent."""
 
 import os
@@ -31,10 +32,14 @@ def perf_analyzer():
     return TOOL
 
 
-@pytest.mark.parametrize("mode", sorted(MODES))
+CASES = [("grpc", mode) for mode in sorted(MODES)] + [("http", mode) for mode in ("async", "shm", "sync")]
+
+
+@pytest.mark.parametrize("protocol, mode", CASES)
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_perf_analyzer(perf_analyzer, server, model, mode):
-    cmd = ["bash", perf_analyzer, "-m", model, "-u", server.url, "-i", "grpc",
+def test_perf_analyzer(perf_analyzer, server, model, protocol, mode):
+    url = server.url if protocol == "grpc" else server.http_url
+    cmd = ["bash", perf_analyzer, "-m", model, "-u", url, "-i", protocol,
            *MEASURE, *MODELS[model], *MODES[mode]]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     report = f"$ {' '.join(cmd)}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"

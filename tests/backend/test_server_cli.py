@@ -23,7 +23,7 @@ def test_defaults_are_tritonservers():
     assert args.host == "0.0.0.0"
     assert args.model_control_mode == "none" and args.load_model == []
     assert not args.exit_on_error and args.log_verbose == 0
-    assert not args.allow_http and not args.allow_metrics
+    assert args.allow_http and args.allow_metrics and args.allow_grpc
 
 
 def test_model_repository_is_required():
@@ -57,7 +57,8 @@ def test_tritonserver_flags_are_accepted(test_repo):
                       "--allow-metrics", "false", "--log-verbose", "1") as s:
         client = grpcclient.InferenceServerClient(s.url)
         assert client.is_server_ready() and client.is_model_ready("identity")
-        assert "HTTP and metrics endpoints are not served yet" in s.log
+        assert s.http_port and "Started HTTPService" in s.log
+        assert s.metrics_port is None and "Started Metrics Service" not in s.log
 
 
 def test_load_model_star_loads_everything(test_repo):
