@@ -10,6 +10,7 @@ GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
 CHECKPOINT ?=
+TRUST_CHECKPOINT ?=
 CONFIG ?=
 SOC ?=
 GEARS ?=
@@ -37,9 +38,10 @@ $(VENV)/.installed-gpu: $(VENV)/.installed
 	touch $@
 
 # The ONNX network: random weights (loud warning) unless CHECKPOINT=path/to/hrnet_w32_coco_512x512-bcb8c247_20200816.pth
+# (TRUST_CHECKPOINT=1: --trust-checkpoint, full unpickling, for a trusted file the safe loader refuses)
 model: install
 	@if [ -n "$(CHECKPOINT)" ] || [ ! -f $(ONNX) ]; then \
-		$(PY) -m hrnet.export --out $(ONNX) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)); \
+		$(PY) -m hrnet.export --out $(ONNX) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(TRUST_CHECKPOINT),--trust-checkpoint); \
 	else echo "$(ONNX) exists (make model CHECKPOINT=... to rebuild)"; fi
 
 # CONFIG=ascend: hrnet_om from configs/ascend.pbtxt (the Ascend NPU path; make om first)

@@ -130,15 +130,32 @@ def json_tensor(spec: TensorSpec, value) -> np.ndarray:
     return array.reshape(target)
 
 
+def json_samples(specs: list[TensorSpec], source: Path) -> list[dict[str, np.ndarray]]:
+    """The entries of a perf_analyzer JSON file; ValueError naming the file and what is wrong."""
+    try:
+        with open(source) as f:
+            entries = json.load(f)["data"]
+        if not isinstance(entries, list) or not entries:
+            raise TypeError
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--input-data {source}: not JSON ({err})") from None
+    except (KeyError, TypeError):
+        raise ValueError(f"--input-data {source}: expected perf_analyzer's format "
+                         f'{{"data": [{{"INPUT": ...}}, ...]}}') from None
+    for i, entry in enumerate(entries):
+        missing = [s.name for s in specs if not isinstance(entry, dict) or s.name not in entry]
+        if missing:
+            raise ValueError(f"--input-data {source}: entry {i} lacks input(s) {', '.join(missing)}")
+    return [{s.name: json_tensor(s, entry[s.name]) for s in specs} for entry in entries]
+
+
 def load_samples(specs: list[TensorSpec], input_data: str | None,
                  seed: int = 0) -> list[dict[str, np.ndarray]]:
     """The request data to cycle through: a list of {input name: array}."""
     rng = np.random.default_rng(seed)
     source = Path(input_data) if input_data not in (None, "random", "zero") else None
     if source is not None and source.is_file():
-        with open(source) as f:
-            entries = json.load(f)["data"]
-        return [{s.name: json_tensor(s, entry[s.name]) for s in specs} for entry in entries]
+        return json_samples(specs, source)
     if source is not None and not source.is_dir():
         raise ValueError(f"--input-data {input_data}: no such file or folder")
 

@@ -1,6 +1,7 @@
 """Export HRNet + AE head to ONNX for the model repository, and check it against PyTorch.
 
     python -m hrnet.export --checkpoint hrnet_w32_coco_512x512-bcb8c247_20200816.pth
+    python -m hrnet.export            # seeded RANDOM weights (said loudly) when there is none
 
 Input `input` [N,3,H,W] float32 (normalised RGB), output `output1` [N,34,H/4,W/4]; batch, H and
 W are dynamic (H, W multiples of 64 in practice, at least multiples of 32). Uses the TorchScript
@@ -23,8 +24,9 @@ import onnx
 import torch
 from torch import nn
 
+from backend import cli
 from hrnet.net import build_model
-from hrnet.weights import RANDOM_WEIGHTS, load_checkpoint, random_init
+from hrnet.weights import RANDOM_WEIGHTS, CheckpointMismatch, load_checkpoint, random_init
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +129,18 @@ def conv_macs(proto: onnx.ModelProto, shape=(1, 3, INPUT_SIZE, INPUT_SIZE)) -> i
 
 
 def _parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m hrnet.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="python -m hrnet.export", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=cli.exit_codes_help(details={
+                               cli.EXIT_OK: "exported and checked",
+                               cli.EXIT_FAILED: "a usage error (bad flag, missing or unusable "
+                                                "checkpoint, unwritable --out: one line on "
+                                                "stderr) or ONNX Runtime differs from PyTorch"}))
     p.add_argument("--checkpoint", type=Path,
                    help="mmpose checkpoint (.pth); without it the weights are RANDOM")
     p.add_argument("--trust-checkpoint", action="store_true",
-                   help="unpickle arbitrary objects in the checkpoint (trusted files only)")
+                   help="unpickle arbitrary objects in the checkpoint: only for a file from a "
+                        "trusted source whose metadata the safe loader refuses")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--blocks", type=int, default=4)
@@ -143,17 +151,39 @@ def _parse_args(argv):
     return p.parse_args(argv)
 
 
+def weights_of(model: nn.Module, args: argparse.Namespace) -> dict[str, str]:
+    """Random or the checkpoint's; a checkpoint that cannot be used is a UserError (one line)."""
+    if args.checkpoint is None:
+        return random_init(model, seed=args.seed)
+    path = args.checkpoint
+    try:
+        return load_checkpoint(model, path, trusted=args.trust_checkpoint)
+    except FileNotFoundError:
+        raise cli.UserError(f"--checkpoint {path}: no such file (give the path of "
+                            f"hrnet_w32_coco_512x512-bcb8c247_20200816.pth)") from None
+    except IsADirectoryError:
+        raise cli.UserError(f"--checkpoint {path} is a folder: give the .pth file") from None
+    except CheckpointMismatch as err:
+        raise cli.UserError(err.summary) from None
+    except (ValueError, OSError) as err:
+        raise cli.UserError(str(err)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parse_args(argv)
     model = build_model(width=args.width, blocks=args.blocks)
-    if args.checkpoint is None:
-        weights = random_init(model, seed=args.seed)
-    else:
-        weights = load_checkpoint(model, args.checkpoint, trusted=args.trust_checkpoint)
+    weights = weights_of(model, args)
 
     start = time.perf_counter()
-    out = export_onnx(model, args.out, weights, arch=model.spec.arch, opset=args.opset)
+    try:
+        out = export_onnx(model, args.out, weights, arch=model.spec.arch, opset=args.opset)
+    except OSError as err:
+        raise cli.UserError(f"--out {args.out}: cannot write it ({err.strerror or err})") from None
     took = time.perf_counter() - start
     size_mb = out.stat().st_size / 2**20
     gflop = 2 * conv_macs(onnx.load(str(out))) / 1e9

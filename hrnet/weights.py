@@ -43,7 +43,12 @@ _NUMPY_SCALAR_GLOBALS = [
 
 
 class CheckpointMismatch(ValueError):
-    """The checkpoint's keys or shapes differ from the network's state dict."""
+    """The checkpoint's keys or shapes differ from the network's state dict. str() lists the
+    keys; `summary` says it in one line (counts and the first key of each kind)."""
+
+    def __init__(self, message: str, summary: str):
+        super().__init__(message)
+        self.summary = summary
 
 
 def sha256_file(path: str | Path) -> str:
@@ -66,10 +71,12 @@ def read_state_dict(path: str | Path, trusted: bool = False) -> dict[str, torch.
         raise ValueError(
             f"{path}: not readable by the restricted unpickler (weights_only=True): it is not "
             "a PyTorch checkpoint, or it holds Python objects other than tensors, containers "
-            "and numbers. If the file comes from a trusted source, load it with trusted=True "
-            f"(export CLI: --trust-checkpoint). torch said: {e}") from e
+            f"and numbers ({_unpickler_reason(e)}). If the file comes from a trusted source, "
+            "load it with trusted=True (python -m hrnet.export --trust-checkpoint, "
+            "make model CHECKPOINT=... TRUST_CHECKPOINT=1)") from e
     except Exception as e:  # torch.load fails in many ways on non-checkpoints (EOF, zip, ...)
-        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e}); give "
+                         "mmpose's hrnet_w32_coco_512x512 .pth file") from e
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     state = obj.get("state_dict", obj)
@@ -81,6 +88,13 @@ def read_state_dict(path: str | Path, trusted: bool = False) -> dict[str, torch.
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return dict(state)
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """The one sentence of torch's long weights_only message that names what was refused."""
+    text = " ".join(str(err).split())
+    found = re.search(r"WeightsUnpickler error: (.*?)(?:\. |$)", text)
+    return found.group(1) if found else text[:200]
 
 
 def _listing(title: str, items: list[str]) -> str:
@@ -97,12 +111,15 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
               for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or shapes:
+        kinds = (("missing keys", missing), ("unexpected keys", unexpected),
+                 ("shape mismatches", shapes))
         parts = [f"checkpoint {source} does not match the network"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", shapes)):
-            if items:
-                parts.append(_listing(title, items))
-        raise CheckpointMismatch("\n".join(parts))
+        parts += [_listing(title, items) for title, items in kinds if items]
+        summary = (f"checkpoint {source} does not match the network: "
+                   + ", ".join(f"{len(items)} {title} (first: {items[0]})"
+                               for title, items in kinds if items)
+                   + "; give mmpose's hrnet_w32_coco_512x512 checkpoint")
+        raise CheckpointMismatch("\n".join(parts), summary)
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, trusted: bool = False) -> dict[str, str]:
