@@ -29,7 +29,8 @@ def test_defaults_are_tritonservers():
 def test_model_repository_is_required():
     proc = subprocess.run([sys.executable, "-m", "backend.server"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == 1, "backend.cli: a usage error exits 1"
+    assert proc.stderr.count("\n") == 1, "one line"
     assert "--model-repository" in proc.stderr and "required" in proc.stderr
 
 
