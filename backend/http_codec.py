@@ -4,7 +4,6 @@ arrays; only JSON `data` is turned into (and out of) Python lists, as JSON must 
 
 import base64
 import json
-import zlib
 
 import numpy as np
 from google.protobuf import json_format
@@ -17,20 +16,6 @@ from .types import InferResult, InputTensor, RequestedOutput, WireRequest
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
           FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
-
-
-def decompress(body: bytes, encoding: str | None) -> bytes:
-    """A request body sent with Content-Encoding gzip or deflate (tritonclient's compression)."""
-    if not encoding or encoding == "identity":
-        return body
-    try:
-        if encoding == "gzip":
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except zlib.error as e:
-        raise InvalidArgument(f"could not decompress the request body ({encoding}): {e}") from None
-    raise InvalidArgument(f"unsupported Content-Encoding '{encoding}' (gzip, deflate or identity)")
 
 
 def json_body(body: bytes, what: str, default=None):

@@ -27,6 +27,18 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
+async def _body(request) -> bytes:
+    """The request body, decompressed by aiohttp when sent with Content-Encoding gzip or deflate
+    (tritonclient's request compression)."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except Exception as e:  # aiohttp's RequestPayloadError: a body that does not decode
+        # (its text is "400, message:\n  <reason>": the reason is the last line)
+        raise InvalidArgument(f"could not read the request body: {str(e).splitlines()[-1].strip()}") from None
+
+
 class HttpService:
     def __init__(self, core: InferenceCore, restrictions: Restrictions | None = None,
                  max_request_bytes: int = 2**31 - 1):
@@ -116,7 +128,7 @@ class HttpService:
     # ---- inference -----------------------------------------------------------------------------
     async def infer(self, request):
         m = request.match_info
-        body = codec.decompress(await request.read(), request.headers.get("Content-Encoding"))
+        body = await _body(request)
         wire = codec.decode_infer(m["model"], m.get("version", ""), body,
                                   request.headers.get(codec.HEADER_LENGTH))
         transport = request.transport
@@ -142,7 +154,7 @@ class HttpService:
 
     # ---- repository ----------------------------------------------------------------------------
     async def repository_index(self, request):
-        body = codec.json_body(await request.read(), "repository index", default={})
+        body = codec.json_body(await _body(request), "repository index", default={})
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidArgument("repository index: 'ready' must be a boolean")
@@ -151,13 +163,13 @@ class HttpService:
 
     async def load(self, request):
         name = request.match_info["model"]
-        body = codec.json_body(await request.read(), f"load of model '{name}'", default={})
+        body = codec.json_body(await _body(request), f"load of model '{name}'", default={})
         await self.core.load(name, codec.repository_parameters(body, f"load of model '{name}'"))
         return web.Response(status=200)
 
     async def unload(self, request):
         name = request.match_info["model"]
-        body = codec.json_body(await request.read(), f"unload of model '{name}'", default={})
+        body = codec.json_body(await _body(request), f"unload of model '{name}'", default={})
         params = codec.repository_parameters(body, f"unload of model '{name}'")
         if not isinstance(params.get("unload_dependents", False), bool):
             raise InvalidArgument("'unload_dependents' must be a boolean")
@@ -182,7 +194,7 @@ class HttpService:
         region = request.match_info["region"]
         if self._cuda(request):
             raise Unsupported("CUDA shared memory is not supported by this server (no GPU support)")
-        body = codec.json_body(await request.read(), f"register of shared memory region '{region}'")
+        body = codec.json_body(await _body(request), f"register of shared memory region '{region}'")
         key = body.get("key")
         offset = body.get("offset", 0)
         size = body.get("byte_size")

@@ -23,8 +23,8 @@ class ServerProcess:
         self.port = self.http_port = self.metrics_port = None
         ready = threading.Event()
         # the server logs gRPC, then HTTP, then metrics (those it serves), then the model table
-        self._expect = {"GRPCInferenceService"} | ({"HTTPService"} if _serves(args, "http") else set()) \
-            | ({"Metrics Service"} if _serves(args, "metrics") else set())
+        self._expect = {name for name, flag in (("GRPCInferenceService", "grpc"), ("HTTPService", "http"),
+                                                ("Metrics Service", "metrics")) if _serves(args, flag)}
         ports = {}
 
         def pump():
@@ -42,10 +42,10 @@ class ServerProcess:
         self._pump = threading.Thread(target=pump, daemon=True)
         self._pump.start()
         ready.wait(timeout)
-        if self.port is None or not self._expect <= set(ports):
+        if not self._expect or not self._expect <= set(ports):
             self.stop()
             raise RuntimeError("server did not start:\n" + self.log)
-        self.url = f"{host}:{self.port}"
+        self.url = f"{host}:{self.port}" if self.port else None
         self.http_url = f"{host}:{self.http_port}" if self.http_port else None
         self.metrics_url = f"http://{host}:{self.metrics_port}/metrics" if self.metrics_port else None
 
