@@ -64,6 +64,7 @@ proto: install
 
 bench: model
 	$(PY) -m bench.pipeline --repo $(REPO)
+	$(PY) -m bench.emulated_device
 
 # hrnet_om on an NVIDIA GPU (needs make install GPU=1): img/s of the network and the pipeline
 check-gpu: model
