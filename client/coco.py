@@ -1,6 +1,6 @@
 """COCO keypoint evaluation: image list, results journal and file, xtcocotools evaluation, report.
 
-Follows mmpose's bottom-up COCO evaluation (docs reference-ae.md §6): every image id of the
+Follows mmpose's bottom-up COCO evaluation (docs/pipeline.md, "Evaluation"): every image id of the
 annotation file is evaluated (also images without people), each detected person becomes one
 result with its bbox from the keypoint extent, no OKS NMS, and xtcocotools' COCOeval with the
 COCO sigmas and `use_area` on.

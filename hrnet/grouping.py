@@ -2,8 +2,9 @@
 
 Serving code (numpy, numba; never torch). It returns what mmpose 0.x computes at test time
 for `hrnet_w32_coco_512x512` (flip merge, x4 bilinear resize, HeatmapParser.parse with adjust and
-refine, get_group_preds; docs/reference-ae.md sections 4-5), bit for bit: same people, same order,
-same float32 keypoints and scores. tests/hrnet/test_grouping.py checks it against a torch replica.
+refine, get_group_preds; docs/pipeline.md, "Flip test and resize" to "Back to image pixels"), bit
+for bit: same people, same order, same float32 keypoints and scores. tests/hrnet/test_grouping.py
+checks it against a torch replica.
 
 mmpose resizes all 68 maps to input size and scans them whole (~0.4 s, plus ~0.2 s per person for
 refine). Here input-size values are only computed where they can matter, each with torch's own

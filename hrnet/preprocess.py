@@ -1,6 +1,6 @@
 """Test-time preprocessing of mmpose's associative-embedding bottom-up pipeline.
 
-Mirrors `hrnet_w32_coco_512x512`'s test pipeline (docs: reference-ae.md section 1):
+Mirrors `hrnet_w32_coco_512x512`'s test pipeline (docs/pipeline.md, "Preprocessing"):
 LoadImageFromFile (cv2 decode, BGR->RGB) -> BottomUpGetImgSize -> BottomUpResizeAlign
 (warpAffine, ToTensor, NormalizeTensor), plus the horizontally flipped copy used by the
 flip test. The output is bit-identical to the torch reference on the same decoded pixels.

@@ -11,7 +11,7 @@ import numpy as np
 from hrnet.grouping import FLIP_INDEX
 
 K = len(FLIP_INDEX)
-# The reference-ae.md worked example: a 640x425 image -> input 832x512, maps 128x208.
+# The worked example of docs/pipeline.md ("Preprocessing"): a 640x425 image -> input 832x512, maps 128x208.
 MAPS = (128, 208)
 CENTER, SCALE = (320, 212), (3.453125, 2.125)
 

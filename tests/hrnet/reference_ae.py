@@ -2,9 +2,10 @@
 
 Follows mmpose v0.29 (`models/detectors/associative_embedding.py::forward_test`,
 `core/evaluation/bottom_up_eval.py`, `core/post_processing/group.py`, `post_transforms.py`) as
-described in docs/reference-ae.md sections 4-5, with the same torch ops, the same numpy dtypes and
-`munkres.Munkres` for the assignment. It is deliberately as slow as the original (refine converts
-the maps per person and scans all 17 joints): do not optimise it, it is the thing we compare to.
+described in docs/pipeline.md ("Flip test and resize" to "Back to image pixels"), with the same
+torch ops, the same numpy dtypes and `munkres.Munkres` for the assignment. It is deliberately as
+slow as the original (refine converts the maps per person and scans all 17 joints): do not
+optimise it, it is the thing we compare to.
 """
 
 import numpy as np

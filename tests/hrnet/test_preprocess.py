@@ -1,5 +1,5 @@
 """hrnet.preprocess against hand-checked numbers and an independent torch reference of
-mmpose's test pipeline (reference-ae.md section 1)."""
+mmpose's test pipeline (docs/pipeline.md, "Preprocessing")."""
 
 import struct
 import time
