@@ -4,11 +4,16 @@
         [--coco-root DIR | --images DIR --annotations FILE] [--concurrency N] [--limit N]
         [--out results/coco_eval/results.json] [--resume] [--vis-dir DIR]
         [--wait-ready S] [--ssl --root-certificates PEM ...] [--header NAME:VALUE]
+    python -m client.coco_eval --oracle [--coco-root DIR | --images DIR --annotations FILE] ...
 
 Without a data argument it evaluates the COCO mini set bundled in the project (4 real val2017
 images). Every finished image is appended to OUT's journal (`*.partial.jsonl`) at once, so a crash
 or Ctrl-C loses nothing: `--resume` redoes only the images without a result. Writes OUT (COCO
 results, the format mmpose writes) and `*.summary.json` (stats, speed, failures).
+
+--oracle needs no server: it scores the output a perfect network would give (built from the
+annotations, client/oracle.py) through this project's post-processing, with the same table plus
+the mean keypoint error. That is the post-processing's upper bound, not a network's accuracy.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from client.visualize import draw_poses, side_by_side, write_png
 EXIT_FAILED_IMAGES = 1
 EXIT_INTERRUPTED = 130
 DEFAULT_OUT = Path("results/coco_eval/results.json")
+DEFAULT_ORACLE_OUT = Path("results/coco_eval/oracle.json")
 VIS_MIN_SCORE = 0.2
 
 
@@ -57,13 +63,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--annotations", type=Path, help="keypoint annotation json (with --images)")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
     parser.add_argument("--limit", type=int, help="evaluate only the first N image ids (N >= 1)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results json to write")
+    parser.add_argument("--out", type=Path, help=f"results json to write (default {DEFAULT_OUT}, "
+                                                 f"{DEFAULT_ORACLE_OUT} with --oracle)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the images already finished in OUT's journal")
     parser.add_argument("--vis-dir", type=Path,
                         help="save ground truth | prediction pictures of every image here")
+    parser.add_argument("--oracle", action="store_true",
+                        help="no server: a perfect network's output (from the annotations) through "
+                             "this project's post-processing, the upper bound it allows")
     connection.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.oracle and args.resume:
+        parser.error("--resume does not apply to --oracle (it takes seconds and keeps no journal)")
+    args.out = args.out or (DEFAULT_ORACLE_OUT if args.oracle else DEFAULT_OUT)
     if args.coco_root and (args.images or args.annotations):
         parser.error("give either --coco-root or --images with --annotations")
     if bool(args.images) != bool(args.annotations):
@@ -152,6 +165,40 @@ def save_pictures(dataset: coco.CocoImages, done: dict[int, list[dict]], image_i
         write_png(vis_dir / f"{dataset.path(image_id).stem}.png", picture)
 
 
+def run_oracle(args: argparse.Namespace, dataset: coco.CocoImages, image_ids: list[int]) -> int:
+    """--oracle: the client's own results file, evaluation and table, no server."""
+    from client import oracle
+
+    run = oracle.run_oracle(dataset, image_ids)
+    evaluated = [i for i in image_ids if i in run.done]
+    failures = [{"image_id": i, "file": str(dataset.path(i)), "error": run.failed[i]}
+                for i in image_ids if i in run.failed]
+    results = coco.collect_results(run.done, evaluated)
+    coco.write_json(args.out, results)
+    stats = coco.evaluate(dataset.annotation_file, results, evaluated)
+
+    print(oracle.LABEL)
+    print(f"\nCOCO keypoints, {len(evaluated)} of {len(image_ids)} images of "
+          f"{dataset.annotation_file}, {len(results)} people, ORACLE network (not a network's accuracy)")
+    print(coco.format_table(stats))
+    print(run.describe())
+    print(f"wrote {args.out} and {companion(args.out, '.summary.json')}")
+    coco.write_json(companion(args.out, ".summary.json"), {
+        "oracle": True, "note": oracle.LABEL,
+        "annotation_file": str(dataset.annotation_file), "image_dir": str(dataset.image_dir),
+        "images": len(image_ids), "evaluated_images": len(evaluated), "people": len(results),
+        "stats": stats, "keypoint_error": run.summary(), "failures": failures})
+    if args.vis_dir:
+        save_pictures(dataset, run.done, evaluated, args.vis_dir)
+        print(f"pictures of {len(evaluated)} images in {args.vis_dir}")
+    if failures:
+        print(f"\n{len(failures)} image(s) failed:", file=sys.stderr)
+        for f in failures:
+            print(f"  {f['image_id']} {f['file']}: {f['error']}", file=sys.stderr)
+        return EXIT_FAILED_IMAGES
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     return cli.run(_main, argv)
 
@@ -166,6 +213,8 @@ def _main(argv: list[str] | None) -> int:
         raise cli.UserError(f"cannot use the COCO data at {annotation_file}, {image_dir}: "
                             f"{err}") from None
     image_ids = dataset.ids if args.limit is None else dataset.ids[:args.limit]
+    if args.oracle:
+        return run_oracle(args, dataset, image_ids)
 
     try:
         client = connect(conn, args.model)
