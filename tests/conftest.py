@@ -4,6 +4,7 @@ server processes on loopback ports."""
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -80,3 +81,28 @@ def tiny_pose_repo(tmp_path_factory):
 def pose_server(tiny_pose_repo):
     with start_server(tiny_pose_repo) as s:
         yield s
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, both signed
+    by the CA; and a second CA nobody trusts. Paths by name: ca_crt, server_key, client_crt..."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    d = tmp_path_factory.mktemp("certs")
+    for ca in ("ca", "rogue_ca"):
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=rel test {ca}",
+                 "-keyout", f"{ca}.key", "-out", f"{ca}.crt", cwd=d)
+    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for who, ca in (("server", "ca"), ("client", "ca"), ("rogue_client", "rogue_ca")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}", "-keyout", f"{who}.key",
+                 "-out", f"{who}.csr", cwd=d)
+        ext = "server.ext" if who == "server" else "client.ext"
+        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                 "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", f"{who}.crt", cwd=d)
+    return {p.stem + p.suffix.replace(".", "_"): str(p) for p in d.iterdir()}

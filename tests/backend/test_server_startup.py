@@ -69,32 +69,21 @@ def test_port_in_use_found_before_models_load(small_repo):
         assert_one_line_error(proc, f"--metrics-port {port}: the port is already in use")
 
 
-@pytest.fixture(scope="module")
-def pem(tmp_path_factory):
-    """Two unrelated self-signed certificate/key pairs (openssl)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    d = tmp_path_factory.mktemp("pem")
-    for name in ("a", "b"):
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=localhost", "-keyout", d / f"{name}.key",
-                        "-out", d / f"{name}.crt"], check=True, capture_output=True)
-    (d / "garbage.crt").write_text("not a certificate\n")
-    return d
-
-
-def test_tls_files_checked_before_models_load(small_repo, pem):
+def test_tls_files_checked_before_models_load(small_repo, certs, tmp_path):
     tls = ["--model-repository", small_repo, "--grpc-port", "0", "--grpc-use-ssl"]
-    proc = run_server(*tls, "--grpc-server-cert", pem / "a.crt", "--grpc-server-key", pem / "b.key")
+    proc = run_server(*tls, "--grpc-server-cert", certs["server_crt"],
+                      "--grpc-server-key", certs["client_key"])
     assert_one_line_error(proc, "are not a pair")
-    proc = run_server(*tls, "--grpc-server-cert", pem / "a.crt", "--grpc-server-key", pem / "no.key")
-    assert_one_line_error(proc, f"--grpc-server-key {pem / 'no.key'}: no such file")
-    proc = run_server(*tls, "--grpc-server-cert", pem / "garbage.crt",
-                      "--grpc-server-key", pem / "a.key")
+    missing = tmp_path / "no.key"
+    proc = run_server(*tls, "--grpc-server-cert", certs["server_crt"], "--grpc-server-key", missing)
+    assert_one_line_error(proc, f"--grpc-server-key {missing}: no such file")
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("not a certificate\n")
+    proc = run_server(*tls, "--grpc-server-cert", garbage, "--grpc-server-key", certs["server_key"])
     assert_one_line_error(proc, "cannot be read as PEM")
     proc = run_server("--model-repository", small_repo, "--grpc-port", "0",
-                      "--grpc-use-ssl-mutual", "--grpc-server-cert", pem / "a.crt",
-                      "--grpc-server-key", pem / "a.key")
+                      "--grpc-use-ssl-mutual", "--grpc-server-cert", certs["server_crt"],
+                      "--grpc-server-key", certs["server_key"])
     assert_one_line_error(proc, "--grpc-use-ssl-mutual needs --grpc-root-cert")
 
 

@@ -1,8 +1,8 @@
-"""TLS for gRPC with tritonserver's flags, certificates made at test time (openssl), clients
-with tritonclient's `ssl=True` options: server-only TLS and mutual TLS."""
+"""TLS for gRPC with tritonserver's flags, certificates made at test time (openssl; the `certs`
+fixture of tests/conftest.py), clients with tritonclient's `ssl=True` options: server-only TLS
+and mutual TLS."""
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -14,29 +14,6 @@ from tests.conftest import subset_repo
 from tests.serverproc import start_server
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-
-
-def _openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, both signed
-    by the CA; and a second CA nobody trusts."""
-    d = tmp_path_factory.mktemp("certs")
-    for ca in ("ca", "rogue_ca"):
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=rel test {ca}",
-                 "-keyout", f"{ca}.key", "-out", f"{ca}.crt", cwd=d)
-    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for who, ca in (("server", "ca"), ("client", "ca"), ("rogue_client", "rogue_ca")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}", "-keyout", f"{who}.key",
-                 "-out", f"{who}.csr", cwd=d)
-        ext = "server.ext" if who == "server" else "client.ext"
-        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-                 "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", f"{who}.crt", cwd=d)
-    return {p.stem + p.suffix.replace(".", "_"): str(p) for p in d.iterdir()}
 
 
 @pytest.fixture(scope="module")
