@@ -3,27 +3,27 @@
 Used by the oracle evaluation (client/oracle.py, `python -m client.coco_eval --oracle`), which runs
 these maps through grouping and the COCO scoring to bound what the post-processing alone can reach.
 
-The geometry is derived from the reference description (docs/reference-ae.md of the shared docs,
-sections 1, 4 and 5), not from hrnet/grouping.py, and its constants are restated here for the same
-reason (an oracle that imported the flip index or the stride from the code under test would share
-its mistakes):
+The geometry is derived from the description of mmpose's pipeline (docs/pipeline.md), not from
+hrnet/grouping.py, and its constants are restated here for the same reason (an oracle that
+imported the flip index or the stride from the code under test would share its mistakes):
 
-* Input geometry (§1): the short side becomes 512, the long side is rounded up to a multiple of
-  64, and the affine is a similarity of factor 512 / min(w, h) centred on (round(w/2), round(h/2))
-  (Python's round, half to even) -> the input's centre. Restated here, not taken from
-  hrnet/preprocess.py, so that the centre and scale the preprocessing hands to grouping are
-  checked too.
+* Input geometry (pipeline.md, "Centre, scale and the size rule"): the short side becomes 512,
+  the long side is rounded up to a multiple of 64, and the affine is a similarity of factor
+  512 / min(w, h) taking (round(w/2), round(h/2)) (Python's round, half to even) to the input's
+  centre. Restated here, not taken from hrnet/preprocess.py, so that the centre and scale the
+  preprocessing hands to grouping are checked too.
 * Frame. Post-processing reports a joint at `peak pixel + 0.5 (+-0.25)` and then inverts the
-  preprocessing affine (§5.4, §5.7): coordinates of the network input put pixel i on [i, i+1),
-  its centre at i + 0.5. A keypoint mapped through the preprocessing affine is a point `q` of
-  this frame.
-* Stride-4 map. The x4 bilinear resize with align_corners=False (§4.3) stretches output pixel j
-  over input pixels 4j..4j+3, its centre at 4j + 2: `u = q / 4 - 0.5` in output-pixel indices
-  (also where mmpose's training puts its targets on average: it truncates `q / 4` to an integer).
-* Mirrored pass (§4.2). The second image is the input flipped along W (pixel i <-> W-1-i, so
-  `q <-> W - q`); a perfect network sees each person mirrored, so the anatomical joint k shows in
-  channel FLIP_INDEX[k]. That pass is stored as the network returns it: mirrored, channels of
-  the mirrored image; grouping has to flip it back.
+  preprocessing affine ("Adjust and scores", "Back to image pixels"): coordinates of the network
+  input put pixel i on [i, i+1), its centre at i + 0.5. A keypoint mapped through the
+  preprocessing affine is a point `q` of this frame.
+* Stride-4 map. The x4 bilinear resize with align_corners=False ("Flip test and resize")
+  stretches output pixel j over input pixels 4j..4j+3, its centre at 4j + 2: `u = q / 4 - 0.5`
+  in output-pixel indices (also where mmpose's training puts its targets on average: it
+  truncates `q / 4` to an integer).
+* Mirrored pass ("Flip test and resize"). The second image is the input flipped along W (pixel
+  i <-> W-1-i, so `q <-> W - q`); a perfect network sees each person mirrored, so the anatomical
+  joint k shows in channel FLIP_INDEX[k]. That pass is stored as the network returns it:
+  mirrored, channels of the mirrored image; grouping has to flip it back.
 * Heat: a Gaussian of sigma 2 output pixels (mmpose's bottom-up `sigma=2`), peak 1, centred at the
   sub-pixel position, the maximum over people where they overlap (as mmpose's target generator).
   Keypoints with v > 0 get a peak: COCO's v=1 (labelled, occluded) and v=2 (visible) are the
@@ -42,7 +42,7 @@ import math
 
 import numpy as np
 
-# COCO's left/right permutation (reference §4.2) and the network's output stride (§2).
+# COCO's left/right permutation and the network's output stride (pipeline.md).
 FLIP_INDEX = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 NUM_JOINTS = len(FLIP_INDEX)
 STRIDE = 4
@@ -53,7 +53,7 @@ TAG_STEP = 3.0   # between people: tag distance 3 * sqrt(2) with two passes, far
 
 def input_geometry(width: int, height: int) -> tuple[tuple[int, int], np.ndarray]:
     """Network input size (W, H) and the 2x3 affine image -> input frame of a width x height
-    image (reference §1)."""
+    image (pipeline.md, "Centre, scale and the size rule")."""
     def ceil64(x):
         return int(math.ceil(x / 64)) * 64
     if width < height:

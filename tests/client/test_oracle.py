@@ -63,7 +63,7 @@ def mirrored_pass(mirror):
 # ------------------------------------------------------------------------------- the oracle itself
 
 def test_input_geometry_is_the_reference_worked_example():
-    """reference-ae.md §1: 640x425 -> input 832x512, trans [[1.204706, 0, 30.494118], [0, 1.204706, 0.602353]]."""
+    """docs/pipeline.md's worked example: 640x425 -> input 832x512, trans [[1.204706, 0, 30.494118], [0, 1.204706, 0.602353]]."""
     size, trans = oracle.input_geometry(640, 425)
     assert size == (832, 512)
     np.testing.assert_allclose(trans, [[1.204706, 0, 30.494118], [0, 1.204706, 0.602353]], atol=1e-6)
@@ -127,7 +127,7 @@ def test_perfect_network_scores_perfectly_on_the_bundled_set(mini_set):
 @pytest.mark.parametrize("mistake, render, broken", [
     # align_corners=True-style mapping (u = q / 4): half an output pixel = 2 input pixels
     ("half an output pixel", shifted(2.0, 2.0), {"AP", "AR", "error", "bias"}),
-    # the +0.5 of §5.4 missing: the error alone stays under 1.5 px, the bias shows it
+    # the +0.5 of adjust missing: the error alone stays under 1.5 px, the bias shows it
     ("half an input pixel in x", shifted(0.5, 0.0), {"bias"}),
     ("left/right not swapped in the mirrored pass",
      mirrored_pass(lambda kp, w: np.stack([w - kp[..., 0], kp[..., 1], kp[..., 2]], -1)),
