@@ -150,11 +150,12 @@ def connect(conn: Connection | str, model: str,
         reason = _not_ready_reason(conn, client, model, timeout_s)
         if reason is None:
             return client
-        if time.monotonic() + _RETRY_S > deadline or any(m in reason for m in _FINAL):
+        left = deadline - time.monotonic()
+        if left <= 0 or any(m in reason for m in _FINAL):
             client.close()
             waited = f" (after waiting {conn.wait_ready_s:g} s)" if conn.wait_ready_s else ""
             raise ServerUnavailable(f"{reason}{waited}")
-        time.sleep(_RETRY_S)
+        time.sleep(min(_RETRY_S, left))
 
 
 def _not_ready_reason(conn: Connection, client, model: str, timeout_s: float) -> str | None:
