@@ -15,7 +15,7 @@ import time
 import types
 
 from .. import config as config_util
-from ..errors import BY_TRITON_NAME, Internal, InvalidArgument, ServerError
+from ..errors import BY_TRITON_NAME, Internal, InvalidArgument, ServerError, Unsupported
 from ..scheduler import Instance, InstanceModel, InstancePool
 from ..types import InferRequest, InferResponse, RequestedOutput, Timing
 
@@ -241,6 +241,10 @@ def load(config, version: int, model_dir: str, version_dir: str, execution_timeo
     completed = auto_complete(module, config)
     if completed is not config:
         config.CopyFrom(completed)
+    if config.model_transaction_policy.decoupled:
+        # Until responses can stream back, a decoupled model would load READY and fail every request.
+        raise Unsupported(f"model '{config.name}' uses the decoupled transaction policy, which this "
+                          f"server does not support yet")
     config_json = config_util.to_json(config)
     output_names = [o.name for o in config.output]
     from proto import model_config_pb2 as mc
