@@ -12,7 +12,6 @@ Levers measured: instances of preprocess and grouping. perf_analyzer comes from
 """
 
 import argparse
-import json
 import os
 import re
 import shutil

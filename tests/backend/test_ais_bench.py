@@ -131,8 +131,8 @@ def client(om_server):
 def _load(client, **parameters):
     cfg = client.get_model_config("om", as_json=True)["config"]
     for key, value in parameters.items():
-        if key == "instance_group":
-            cfg["instance_group"] = value
+        if key in ("instance_group", "default_model_filename"):
+            cfg[key] = value
         else:
             cfg.setdefault("parameters", {})[key] = {"string_value": value}
     client.load_model("om", config=json.dumps(cfg))
@@ -234,6 +234,7 @@ def test_unload_releases_the_sessions(client, om_server):
     ({"dynamic_dims": "8,8;8"}, "parameter dynamic_dims '8,8;8' is not ATC's --dynamic_dims form"),
     ({"dynamic_dims": "8,8,1"}, "parameter dynamic_dims has 3 values a gear, the OM's inputs have 2 dynamic dims"),
     ({"instance_group": [{"count": 1, "kind": "KIND_CPU"}]}, "use KIND_MODEL"),
+    ({"default_model_filename": "other.om"}, "other.om' for model 'om' (convert the ONNX with ATC: make om"),
 ])
 def test_bad_device_or_gear_configs_fail_the_load_with_a_reason(client, parameters, message):
     with expect_error("INVALID_ARGUMENT" if "7" not in str(parameters) else "UNAVAILABLE", message):

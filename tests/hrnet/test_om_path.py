@@ -11,7 +11,6 @@ import shutil
 import sys
 
 import numpy as np
-import pytest
 import tritonclient.grpc as grpcclient
 
 from hrnet import gears
