@@ -15,8 +15,9 @@ CONFIG ?=
 SOC ?=
 GEARS ?=
 GPU ?=
+REPLICAS ?= 2
 
-.PHONY: install model serve eval test proto bench fuzz soak check-perf-analyzer om check-gpu clean
+.PHONY: install model serve eval test proto bench fuzz soak check-perf-analyzer om check-gpu cluster install-cluster clean
 
 install: $(VENV)/.installed $(if $(GPU),$(VENV)/.installed-gpu)
 
@@ -48,6 +49,14 @@ model: install
 serve: model
 	$(PY) -m backend.server --model-repository $(REPO) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) $(if $(CONFIG),--model-config-name $(CONFIG))
 
+# REPLICAS servers behind nginx (gRPC on GRPC_PORT, HTTP on HTTP_PORT); state in results/cluster.json
+cluster: model install-cluster
+	$(PY) -m deploy.cluster --replicas $(REPLICAS) --model-repository $(REPO) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT)
+
+# Debian's nginx for make cluster (apt-get update && apt-get install nginx, when absent)
+install-cluster:
+	bash deploy/install_nginx.sh
+
 # The OM for an Ascend chip (ATC, CANN toolkit): make om SOC=Ascend310P3 [GEARS="512,512;512,576;..."]
 om: model
 	@if [ -z "$(SOC)" ]; then echo "usage: make om SOC=Ascend310P3 [GEARS=...] (SOC: the chip npu-smi info names)" >&2; exit 2; fi
@@ -57,6 +66,7 @@ eval: model
 	PYTHON=$(PY) REPO=$(REPO) bash scripts/eval.sh
 
 test: install
+	@bash deploy/install_nginx.sh || echo "nginx could not be installed: the cluster tests will be skipped"
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 proto: install

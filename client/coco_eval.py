@@ -1,6 +1,6 @@
 """COCO keypoint evaluation of the pose server, as mmpose evaluates hrnet_w32_coco_512x512.
 
-    python -m client.coco_eval [--url localhost:8001] [--model hrnet_pose]
+    python -m client.coco_eval [--url localhost:8001[,HOST:PORT...]] [--model hrnet_pose]
         [--coco-root DIR | --images DIR --annotations FILE] [--concurrency N] [--limit N]
         [--out results/coco_eval/results.json] [--resume] [--vis-dir DIR]
         [--wait-ready S] [--ssl --root-certificates PEM ...] [--header NAME:VALUE]
@@ -10,6 +10,10 @@ Without a data argument it evaluates the COCO mini set bundled in the project (4
 images). Every finished image is appended to OUT's journal (`*.partial.jsonl`) at once, so a crash
 or Ctrl-C loses nothing: `--resume` redoes only the images without a result. Writes OUT (COCO
 results, the format mmpose writes) and `*.summary.json` (stats, speed, failures).
+
+Several URLs (`--url a:8001,b:8001`, servers of the same model) share the images; an image whose
+request fails with UNAVAILABLE or a lost connection is sent again to another of them
+(client/endpoints.py), and the summary counts these retries.
 
 --oracle needs no server: it scores the output a perfect network would give (built from the
 annotations, client/oracle.py) through this project's post-processing, with the same table plus
@@ -30,9 +34,9 @@ from tritonclient.utils import InferenceServerException
 
 from backend import cli
 from client import coco, connection
-from client.connection import (EXIT_UNAVAILABLE, ServerUnavailable, connect,
-                               exit_unavailable, lost_server, random_weight_models,
-                               random_weights_banner)
+from client.connection import (EXIT_UNAVAILABLE, ServerUnavailable, exit_unavailable,
+                               random_weight_models, random_weights_banner)
+from client.endpoints import Endpoints
 from client.pose import DEFAULT_MODEL, infer_pose
 from client.visualize import draw_poses, side_by_side, write_png
 
@@ -94,8 +98,9 @@ def data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     return coco.official_layout(args.coco_root or coco.PROJECT_COCO_ROOT)
 
 
-def run_requests(client, model: str, dataset: coco.CocoImages, todo: list[int], concurrency: int,
-                 journal: coco.ResultsJournal, already_done: int) -> tuple[float, int]:
+def run_requests(endpoints: Endpoints, model: str, dataset: coco.CocoImages, todo: list[int],
+                 concurrency: int, journal: coco.ResultsJournal,
+                 already_done: int) -> tuple[float, int]:
     """Sends the images with `concurrency` requests in flight, journaling each as it finishes.
 
     Returns (wall seconds, images answered). Raises InferenceServerException when the server
@@ -104,7 +109,7 @@ def run_requests(client, model: str, dataset: coco.CocoImages, todo: list[int], 
     def one(image_id: int):
         data = dataset.path(image_id).read_bytes()
         start = time.perf_counter()
-        keypoints, scores = infer_pose(client, model, data)
+        keypoints, scores = endpoints.call(lambda client: infer_pose(client, model, data))
         return time.perf_counter() - start, coco.person_results(image_id, keypoints, scores)
 
     total = already_done + len(todo)
@@ -128,7 +133,7 @@ def run_requests(client, model: str, dataset: coco.CocoImages, todo: list[int], 
                 try:
                     latency, results = future.result()
                 except InferenceServerException as err:
-                    if lost_server(err, client):
+                    if endpoints.lost(err):
                         raise
                     journal.record_failure(image_id, str(err))
                     failed += 1
@@ -217,8 +222,8 @@ def _main(argv: list[str] | None) -> int:
         return run_oracle(args, dataset, image_ids)
 
     try:
-        client = connect(conn, args.model)
-        random_models = random_weight_models(client, args.model)
+        endpoints = Endpoints.connect(conn, args.model)
+        random_models = random_weight_models(endpoints.client(), args.model)
     except ServerUnavailable as err:
         exit_unavailable(err)
     except InferenceServerException as err:
@@ -237,7 +242,7 @@ def _main(argv: list[str] | None) -> int:
     wall_s, answered = 0.0, 0
     with coco.ResultsJournal(journal_path, resume=args.resume) as journal:
         try:
-            wall_s, answered = run_requests(client, args.model, dataset, todo, args.concurrency,
+            wall_s, answered = run_requests(endpoints, args.model, dataset, todo, args.concurrency,
                                             journal, len(image_ids) - len(todo))
         except KeyboardInterrupt:
             print(f"\ninterrupted: finished images are kept in {journal_path}; "
@@ -249,7 +254,7 @@ def _main(argv: list[str] | None) -> int:
                   file=sys.stderr)
             return EXIT_UNAVAILABLE
         finally:
-            client.close()
+            endpoints.close()
 
     state = coco.ResultsJournal.read(journal_path)
     evaluated = [i for i in image_ids if i in state.done]
@@ -271,6 +276,9 @@ def _main(argv: list[str] | None) -> int:
     if latency:
         print("latency ms (all evaluated images): " + ", ".join(
             f"{k} {v:.1f}" for k, v in latency.items()))
+    if len(endpoints.clients) > 1:
+        print(f"{len(endpoints.clients)} endpoints, {endpoints.retries} request(s) sent again to "
+              f"another endpoint")
     print(f"wrote {args.out} and {companion(args.out, '.summary.json')}")
 
     coco.write_json(companion(args.out, ".summary.json"), {
@@ -281,6 +289,7 @@ def _main(argv: list[str] | None) -> int:
         "random_weight_models": random_models, "ap_meaningless": bool(random_models),
         "images_per_s": speed, "images_this_run": answered, "wall_s": wall_s,
         "concurrency": args.concurrency, "latency_ms": latency, "failures": failures,
+        "retries": endpoints.retries,
     })
 
     if args.vis_dir:
