@@ -58,8 +58,12 @@ install-cluster:
 	bash deploy/install_nginx.sh
 
 # The OM for an Ascend chip (ATC, CANN toolkit): make om SOC=Ascend310P3 [GEARS="512,512;512,576;..."]
+ifneq ($(filter om,$(MAKECMDGOALS)),)
+ifeq ($(SOC),)
+$(error usage: make om SOC=Ascend310P3 [GEARS=...] (SOC: the chip as npu-smi info names it))
+endif
+endif
 om: model
-	@if [ -z "$(SOC)" ]; then echo "usage: make om SOC=Ascend310P3 [GEARS=...] (SOC: the chip npu-smi info names)" >&2; exit 2; fi
 	PYTHON=$(PY) REPO=$(REPO) bash scripts/atc_hrnet.sh "$(SOC)" "$(GEARS)"
 
 eval: model

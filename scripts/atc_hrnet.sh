@@ -11,7 +11,9 @@ set -euo pipefail
 SOC="${1:-}"
 GEARS="${2:-${GEARS:-}}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ONNX="${ONNX:-$ROOT/${REPO:-model_repository}/hrnet_om/1/model.onnx}"
+REPO_DIR="${REPO:-model_repository}"
+case "$REPO_DIR" in /*) ;; *) REPO_DIR="$ROOT/$REPO_DIR" ;; esac
+ONNX="${ONNX:-$REPO_DIR/hrnet_om/1/model.onnx}"
 PYTHON="${PYTHON:-python3}"
 
 if [ -z "$SOC" ]; then
