@@ -68,6 +68,9 @@ def read_state_dict(path: str | Path, trusted: bool = False) -> dict[str, torch.
         with torch.serialization.safe_globals(_NUMPY_SCALAR_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):   # not a refused class: not a checkpoint at all
+            raise ValueError(f"{path}: not a PyTorch checkpoint ({_unpickler_reason(e)}); give "
+                             "mmpose's hrnet_w32_coco_512x512 .pth file") from e
         raise ValueError(
             f"{path}: not readable by the restricted unpickler (weights_only=True): it is not "
             "a PyTorch checkpoint, or it holds Python objects other than tensors, containers "
