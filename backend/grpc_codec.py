@@ -1,13 +1,14 @@
 """The gRPC codec: protobuf messages <-> the core's types. ModelInferRequest becomes a WireRequest
-whose inputs are the request's own bytes (raw_input_contents entries, not copied); an InferResult
-leaves as one raw_output_contents entry per output, in order."""
+whose inputs are views of the request's own bytes (raw_input_contents, found by grpc_wire); an
+InferResult leaves as the wire records of a ModelInferResponse with one raw_output_contents entry
+per output, in order, joined once by the response serializer."""
 
 import numpy as np
 from google.protobuf import json_format
 
 from proto import grpc_service_pb2 as pb
 
-from . import bytes_tensor, dtypes
+from . import bytes_tensor, dtypes, grpc_wire, tensor_io
 from .errors import InvalidArgument
 from .types import InferResult, InputTensor, RequestedOutput, WireRequest
 
@@ -22,11 +23,15 @@ def param_dict(pmap) -> dict:
     return {k: param_value(v) for k, v in pmap.items()}
 
 
-def decode_request(msg: pb.ModelInferRequest) -> WireRequest:
-    """Inputs take, in order, their shared-memory region, their typed `contents`, or the next
-    unused raw_input_contents entry (Triton's infer_handler rules)."""
+def decode_request(parsed) -> WireRequest:
+    """A grpc_wire.InferMessage (or a plain ModelInferRequest) as a WireRequest. Inputs take, in
+    order, their shared-memory region, their typed `contents`, or the next unused
+    raw_input_contents entry (Triton's infer_handler rules)."""
+    if isinstance(parsed, grpc_wire.InferMessage):
+        msg, raw = parsed.msg, parsed.raw if parsed.raw is not None else parsed.msg.raw_input_contents
+    else:
+        msg, raw = parsed, parsed.raw_input_contents
     name = msg.model_name
-    raw = msg.raw_input_contents
     raw_used = 0
     inputs = []
     for t in msg.inputs:
@@ -71,22 +76,21 @@ def _from_contents(t, model: str):
     return np.asarray(values, dtype=dtypes.numpy_dtype(t.datatype)).tobytes()
 
 
-def encode_response(result: InferResult) -> pb.ModelInferResponse:
+def encode_response(result: InferResult) -> list:
+    """The ModelInferResponse's wire records (grpc_wire.serialize joins them)."""
     msg = pb.ModelInferResponse(model_name=result.model_name, model_version=result.model_version, id=result.id)
     set_params(msg.parameters, result.parameters)
+    tensors = []
     for out in result.outputs:
         entry = msg.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
         set_params(entry.parameters, out.parameters)
         # shared-memory outputs keep an empty entry: indices stay aligned, as Triton does
-        msg.raw_output_contents.append(b"" if out.array is None else _raw(out))
-    return msg
+        tensors.append(b"" if out.array is None else tensor_io.raw_bytes(out.array, out.datatype))
+    return grpc_wire.infer_response_chunks(msg, tensors)
 
 
-def _raw(out) -> bytes:
-    """protobuf takes bytes only: one copy, C order, whatever the array's strides."""
-    if out.datatype == "BYTES":
-        return bytes_tensor.serialize(out.array)
-    return out.array.tobytes()
+def encode_stream_response(result: InferResult) -> list:
+    return grpc_wire.stream_response_chunks(encode_response(result))
 
 
 def set_params(pmap, params: dict):

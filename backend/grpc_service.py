@@ -11,6 +11,7 @@ from proto import grpc_service_pb2 as pb
 from proto import grpc_service_pb2_grpc as pb_grpc
 
 from . import grpc_codec as codec
+from . import grpc_wire
 from .core import InferenceCore
 from .errors import InvalidArgument, ServerError, Unavailable, Unsupported
 from .restrictions import Restrictions
@@ -54,6 +55,9 @@ def _tolerant(parse, rpc: str):
     return deserialize
 
 
+_INFER_RPCS = ("ModelInfer", "ModelStreamInfer")
+
+
 class _Capture:
     """Stands in for the server to receive the generated code's method handlers."""
 
@@ -71,6 +75,9 @@ def add_to_server(servicer, server):
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, cap)
     handlers = {rpc: h._replace(request_deserializer=_tolerant(h.request_deserializer, rpc))
                 for rpc, h in cap.handlers.items()}
+    for rpc in _INFER_RPCS:  # tensors stay out of protobuf's copies (grpc_wire)
+        handlers[rpc] = handlers[rpc]._replace(request_deserializer=_tolerant(grpc_wire.parse_infer_request, rpc),
+                                               response_serializer=grpc_wire.serialize)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(cap.service, handlers),))
     server.add_registered_method_handlers(cap.service, handlers)
 
@@ -152,10 +159,11 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         out = asyncio.Queue()
         pending = set()
 
-        async def one(req):
+        async def one(parsed):
+            req = parsed.msg
             try:
-                result = await self.core.infer_request(codec.decode_request(req), context.cancelled)
-                await out.put(pb.ModelStreamInferResponse(infer_response=codec.encode_response(result)))
+                result = await self.core.infer_request(codec.decode_request(parsed), context.cancelled)
+                await out.put(codec.encode_stream_response(result))
             except ServerError as e:
                 await out.put(pb.ModelStreamInferResponse(
                     error_message=e.message,

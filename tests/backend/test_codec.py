@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from backend import bytes_tensor, tensor_io
+from backend import bytes_tensor, grpc_wire, tensor_io
 from backend import grpc_codec as codec
 from backend.model import Model
 from backend.shm import SharedMemoryManager
@@ -42,15 +42,50 @@ def _wire(items):
 
 def test_inputs_are_views_of_the_request_bytes(model):
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
-    req = tensor_io.prepare(codec.decode_request(_request(a, _wire([b"p", b"qq"]), 1)), model, SharedMemoryManager())
+    received = _request(a, _wire([b"p", b"qq"]), 1).SerializeToString()
+    parsed = grpc_wire.parse_infer_request(received)
+    req = tensor_io.prepare(codec.decode_request(parsed), model, SharedMemoryManager())
     arr = req.inputs["A"]
     np.testing.assert_array_equal(arr, a)
     assert not arr.flags.owndata and not arr.flags.writeable  # np.frombuffer, no copy
     base = arr
     while isinstance(base, np.ndarray):
         base = base.base
-    assert isinstance(base, bytes) and len(base) == a.nbytes
+    assert isinstance(base, memoryview) and base.obj is received  # a view of the received bytes
     assert req.inputs["S"].tolist() == [[b"p"], [b"qq"]]
+
+
+@pytest.mark.parametrize("n_raw", [0, 1, 3])
+def test_wire_level_split_equals_protobuf(n_raw):
+    msg = pb.ModelInferRequest(model_name="m", id="x")
+    msg.parameters["k"].int64_param = -5
+    for i in range(n_raw):
+        msg.inputs.add(name=f"I{i}", datatype="UINT8", shape=[300 * i])
+        msg.raw_input_contents.append(bytes(range(256)) * i + b"\x80" * i)
+    msg.outputs.add(name="O")
+    data = msg.SerializeToString()
+    parsed = grpc_wire.parse_infer_request(data)
+    raw = parsed.raw if parsed.raw is not None else parsed.msg.raw_input_contents
+    assert [bytes(r) for r in raw] == list(msg.raw_input_contents)
+    rest = pb.ModelInferRequest()
+    rest.CopyFrom(parsed.msg)
+    rest.raw_input_contents.extend(bytes(r) for r in raw)
+    assert rest == msg
+
+
+def test_malformed_request_still_raises_protobufs_error():
+    from google.protobuf.message import DecodeError
+    for data in (b"\x0a\xff", b"\x3a\x05ab", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"):
+        with pytest.raises(DecodeError):
+            grpc_wire.parse_infer_request(data)
+
+
+def test_response_records_parse_as_the_message():
+    result = InferResult("m", "1", "id", {"p": 3}, [])
+    chunks = codec.encode_response(result)
+    assert pb.ModelInferResponse.FromString(grpc_wire.serialize(chunks)).id == "id"
+    stream = pb.ModelStreamInferResponse.FromString(grpc_wire.serialize(codec.encode_stream_response(result)))
+    assert stream.infer_response.parameters["p"].int64_param == 3 and not stream.error_message
 
 
 def test_outputs_one_raw_entry_each_in_requested_order(model):
@@ -62,7 +97,7 @@ def test_outputs_one_raw_entry_each_in_requested_order(model):
     x = np.array([[1, -2, 3]], np.int64)  # converted to the configured INT16
     y = np.array([[b"hi", b""]], np.object_)
     outputs = tensor_io.outputs(InferResponse("m", "1", "r", {"X": x, "Y": y}), req, model, SharedMemoryManager())
-    resp = codec.encode_response(InferResult("m", "1", "r", {}, outputs))
+    resp = pb.ModelInferResponse.FromString(grpc_wire.serialize(codec.encode_response(InferResult("m", "1", "r", {}, outputs))))
     assert resp.id == "r"
     assert [(o.name, o.datatype, list(o.shape)) for o in resp.outputs] == [("Y", "BYTES", [1, 2]), ("X", "INT16", [1, 3])]
     assert resp.raw_output_contents[0] == _wire([b"hi", b""])
