@@ -19,12 +19,14 @@ for _ in $(seq 600); do
     [ -n "$URL" ] || ! kill -0 $SERVER 2>/dev/null && break
     sleep 0.2
 done
-echo "server pid $SERVER on ${URL:-?} (log: $LOG); waiting for hrnet_pose..."
-[ -n "$URL" ] && $PY -c 'import sys; from tests.serverproc import wait_ready; wait_ready(sys.argv[1], "hrnet_pose", 120)' "$URL" \
-    || { echo "server did not become ready; log:"; tail -n 30 "$LOG"; exit 1; }
+[ -n "$URL" ] || { echo "the server did not start; its log ($LOG):"; tail -n 30 "$LOG"; exit 1; }
+echo "server pid $SERVER on $URL (log: $LOG)"
 
 status=0
-$PY -m client.coco_eval --url "$URL" --out "$OUT/results.json" || status=$?
+# The models are loaded once the log names the port; --wait-ready covers the last moment.
+$PY -m client.coco_eval --url "$URL" --wait-ready 60 --out "$OUT/results.json" || status=$?
+# Exit 3 = a level did not settle: its figures are printed, marked; not a failure of the eval.
 $PY -m client.perf --url "$URL" --model hrnet_pose --concurrency-range 1:2 \
-    --measurement-interval 4000 --max-trials 5 -f "$OUT/perf_hrnet_pose.csv" || status=$?
+    --measurement-interval 4000 --max-trials 5 -f "$OUT/perf_hrnet_pose.csv" \
+    || { rc=$?; [ $rc -eq 3 ] || status=$rc; }
 exit $status

@@ -46,3 +46,15 @@ def test_help_lists_the_exit_codes_the_command_uses(module):
         assert "unreachable" in codes[2], "the clients' 2: no server (not argparse's usage error)"
     else:
         assert 2 not in codes
+
+
+def test_make_eval_script_reports_a_server_that_cannot_start(tmp_path):
+    """scripts/eval.sh (make eval) with a repository that does not exist: the server's one line,
+    exit 1, at once (not after waiting for a port)."""
+    done = subprocess.run(["bash", "scripts/eval.sh"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable,
+                                            "REPO": str(tmp_path / "nowhere"),
+                                            "OUT": str(tmp_path / "out")})
+    assert done.returncode == 1
+    assert "the server did not start" in done.stdout
+    assert f"error: --model-repository {tmp_path / 'nowhere'}: no such folder" in done.stdout
