@@ -118,3 +118,21 @@ def test_unknown_path_is_404(metrics_server):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(metrics_server.metrics_url.replace("/metrics", "/nope"), timeout=30)
     assert e.value.code == 404
+
+
+def test_grafana_dashboard_queries_only_exported_metrics(metrics_server):
+    """deploy/grafana's dashboard: valid JSON, and every metric its panels query is on the endpoint."""
+    import json
+    import pathlib
+    import re
+    path = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "hrnet-triton-dashboard.json"
+    dashboard = json.loads(path.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 7 and dashboard["templating"]["list"][0]["name"] == "model"
+    used = {name for e in exprs for name in re.findall(r"\b(nv_[a-z_]+)", e)}
+    text, _ = scrape(metrics_server)
+    exported = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    assert used and used <= exported, used - exported
+    # the operator's three questions: request rate, queue/compute split per model, failures
+    assert {"nv_inference_request_success", "nv_inference_queue_duration_us",
+            "nv_inference_compute_infer_duration_us", "nv_inference_request_failure"} <= used
