@@ -41,7 +41,10 @@ DEFAULT_STATE = Path("results/cluster.json")
 REPLICA_HOST = "127.0.0.1"
 INSTALL_HINT = ("nginx is not installed: `make install-cluster` installs it "
                 "(apt-get update && apt-get install nginx)")
-_STARTED = re.compile(r"Started GRPCInferenceService at \S+:(\d+)")
+# The server logs Triton's line for each endpoint it serves, with the port it bound.
+_STARTED = re.compile(r"Started (GRPCInferenceService|HTTPService|Metrics Service) at \S+:(\d+)")
+_ENDPOINTS = {"GRPCInferenceService": "grpc_port", "HTTPService": "http_port",
+              "Metrics Service": "metrics_port"}
 _PR_SET_PDEATHSIG = 1
 log = logging.getLogger("deploy.cluster")
 
@@ -94,14 +97,14 @@ def _exit_text(code: int) -> str:
 @dataclass
 class Replica:
     index: int
-    grpc_port: int          # 0 until the first start says which
-    http_port: int
-    metrics_port: int
     log_path: Path
+    grpc_port: int = 0      # 0 until the first start says which port it bound
+    http_port: int = 0
+    metrics_port: int = 0
     proc: subprocess.Popen | None = None
     reported: bool = False  # its death was logged
     retry_at: float = 0.0   # --restart: when to try again after a failed start
-    _started: threading.Event = field(default_factory=threading.Event)
+    _started: set = field(default_factory=set)   # endpoints whose 'Started' line was logged
     _pump: threading.Thread | None = None
 
     def endpoint(self, port: int) -> str:
@@ -113,7 +116,7 @@ class Replica:
                "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port),
                "--allow-http=true", "--allow-metrics=true",
                "--exit-timeout-secs", f"{exit_timeout:g}", *server_args]
-        self._started.clear()
+        self._started = set()
         self.reported = False
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True,
@@ -126,12 +129,12 @@ class Replica:
             for line in proc.stdout:
                 out.write(line)
                 m = _STARTED.search(line)
-                if m and not self._started.is_set():
-                    self.grpc_port = int(m.group(1))
-                    self._started.set()
+                if m and m.group(1) not in self._started:
+                    setattr(self, _ENDPOINTS[m.group(1)], int(m.group(2)))
+                    self._started.add(m.group(1))
 
     def wait_ready(self, deadline: float, stop: threading.Event) -> None:
-        """Until the gRPC port is bound and ServerReady is true."""
+        """Until gRPC, HTTP and metrics are served and ServerReady is true."""
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
         client = None
@@ -145,7 +148,7 @@ class Replica:
                                        f"({_exit_text(self.proc.returncode)}):\n{self.log_tail()}")
                 if time.monotonic() > deadline:
                     raise ClusterError(f"replica {self.index} not ready in time:\n{self.log_tail()}")
-                if self._started.is_set():
+                if len(self._started) == len(_ENDPOINTS):
                     client = client or grpcclient.InferenceServerClient(self.endpoint(self.grpc_port))
                     try:
                         if client.is_server_ready(client_timeout=2):
@@ -297,8 +300,7 @@ class Cluster:
         for i in range(args.replicas):
             log_path = self.workdir / f"replica-{i}.log"
             log_path.write_text("")
-            self.replicas.append(Replica(i, 0, free_port(REPLICA_HOST), free_port(REPLICA_HOST),
-                                         log_path))
+            self.replicas.append(Replica(i, log_path))
         grpc_port = args.grpc_port or free_port(_connect_host(args.host))
         http_port = args.http_port or free_port(_connect_host(args.host))
         self.front = Front(nginx, self.workdir, args.host, grpc_port, http_port)

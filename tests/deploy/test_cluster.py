@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 
 from deploy import cluster
 from tests.conftest import copy_test_repo, subset_repo
@@ -99,6 +100,13 @@ def infer_slow(client, i, sleep_ms=0):
     assert result.as_numpy("OUTPUT0").tolist() == [i]
 
 
+def infer_slow_http(client, i, sleep_ms=0):
+    x = httpclient.InferInput("INPUT0", [1], "INT32")
+    x.set_data_from_numpy(np.array([i], np.int32))
+    result = client.infer("slow", [x], parameters={"sleep_ms": sleep_ms})
+    assert result.as_numpy("OUTPUT0").tolist() == [i]
+
+
 def successes(address: str, model: str = "slow") -> int:
     with grpcclient.InferenceServerClient(address) as c:
         stats = c.get_inference_statistics(model)
@@ -156,23 +164,21 @@ def test_12mb_messages_pass_both_ways(running):
 
 
 def test_http_through_the_front(running):
-    replica = running.state["replicas"][0]
-    if not listening(replica["http"]):
-        pytest.skip("the server does not serve HTTP yet (--http-port accepted, nothing listens)")
-    import tritonclient.http as httpclient
-    replicas = [r["http"] for r in running.state["replicas"]]
-    before = [successes(r["grpc"]) for r in running.state["replicas"]]
+    replicas = [r["grpc"] for r in running.state["replicas"]]
+    before = [successes(a) for a in replicas]
     front = httpclient.InferenceServerClient(running.state["http"])
     try:
         assert front.is_server_live() and front.is_server_ready()
         for i in range(10):
-            x = httpclient.InferInput("INPUT0", [1], "INT32")
-            x.set_data_from_numpy(np.array([i], np.int32))
-            assert front.infer("slow", [x]).as_numpy("OUTPUT0").tolist() == [i]
+            infer_slow_http(front, i)
+        data = np.random.default_rng(1).standard_normal((1, 3_200_000)).astype(np.float32)
+        x = httpclient.InferInput("INPUT0", list(data.shape), "FP32")
+        x.set_data_from_numpy(data)   # binary: a 12.8 MB body, and as much back
+        np.testing.assert_array_equal(front.infer("identity", [x]).as_numpy("OUTPUT0"), data)
     finally:
         front.close()
-    grown = [successes(r["grpc"]) - b for r, b in zip(running.state["replicas"], before)]
-    assert sum(grown) == 10 and min(grown) >= 2, (replicas, grown)
+    grown = [successes(a) - b for a, b in zip(replicas, before)]
+    assert sum(grown) == 10 and min(grown) >= 2, grown
 
 
 def test_client_perf_accepts_the_front_url(running, capsys):
@@ -183,27 +189,31 @@ def test_client_perf_accepts_the_front_url(running, capsys):
 
 
 class Load:
-    """`clients` threads, each with its own connection to `url`, sending `slow` requests of
-    `sleep_ms` back to back; every request's (start, end, error or None) is recorded."""
+    """Client threads (gRPC and HTTP), each with its own connection to the front, sending `slow`
+    requests of `sleep_ms` back to back; every request's (start, end, error or None) is kept."""
 
-    def __init__(self, url, clients=4, sleep_ms=100):
+    def __init__(self, state, grpc_clients=2, http_clients=2, sleep_ms=100):
         self.records, self.stop = [], threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(url, k, sleep_ms), daemon=True)
-                        for k in range(clients)]
+        clients = ([(grpcclient.InferenceServerClient, state["grpc"], infer_slow)] * grpc_clients
+                   + [(httpclient.InferenceServerClient, state["http"], infer_slow_http)]
+                   * http_clients)
+        self.threads = [threading.Thread(target=self._run, args=(*c, k, sleep_ms), daemon=True)
+                        for k, c in enumerate(clients)]
         for t in self.threads:
             t.start()
 
-    def _run(self, url, k, sleep_ms):
-        with grpcclient.InferenceServerClient(url) as c:
-            i = 0
-            while not self.stop.is_set():
-                start, error = time.monotonic(), None
-                try:
-                    infer_slow(c, k * 100000 + i, sleep_ms)
-                except Exception as err:   # recorded: the test says which failures are allowed
-                    error = err
-                self.records.append((start, time.monotonic(), error))
-                i += 1
+    def _run(self, make, url, infer, k, sleep_ms):
+        client = make(url)
+        i = 0
+        while not self.stop.is_set():
+            start, error = time.monotonic(), None
+            try:
+                infer(client, k * 100000 + i, sleep_ms)
+            except Exception as err:   # recorded: the test says which failures are allowed
+                error = err
+            self.records.append((start, time.monotonic(), error))
+            i += 1
+        client.close()
 
     def finish(self):
         self.stop.set()
@@ -216,7 +226,7 @@ def test_sigkill_of_a_replica_under_load_then_sigterm_stops_everything(slow_repo
     with Launcher(slow_repo, tmp_path) as launcher:
         state = launcher.state
         victim, survivor = state["replicas"]
-        load = Load(state["grpc"], clients=4, sleep_ms=100)
+        load = Load(state, grpc_clients=2, http_clients=2, sleep_ms=100)
         time.sleep(1.5)
         os.kill(victim["pid"], signal.SIGKILL)
         killed_at = time.monotonic()
