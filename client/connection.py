@@ -104,38 +104,46 @@ def from_args(args: argparse.Namespace) -> Connection:
                       wait_ready_s=args.wait_ready)
 
 
-def why_unreachable(conn: Connection, err: InferenceServerException) -> str:
+class _Reason(str):
+    """Why a server cannot be used; `final` when waiting cannot cure it (TLS setup, header)."""
+
+    final = False
+
+
+def _final(text: str) -> _Reason:
+    reason = _Reason(text)
+    reason.final = True
+    return reason
+
+
+def why_unreachable(conn: Connection, err: InferenceServerException) -> _Reason:
     """gRPC's channel error as a sentence naming the URL, the likely cause and the fix."""
     text = err.message() or str(err)
     url = conn.url
     if "Connection refused" in text:
-        return f"no server listens at {url}"
+        return _Reason(f"no server listens at {url}")
     if "resolving" in text or "Domain name not found" in text:
-        return f"cannot resolve the host of {url}"
+        return _Reason(f"cannot resolve the host of {url}")
     if "WRONG_VERSION_NUMBER" in text:
-        return f"TLS handshake with {url} failed: the server does not speak TLS (drop --ssl)"
+        return _final(f"TLS handshake with {url} failed: the server does not speak TLS (drop --ssl)")
     if "CERTIFICATE_VERIFY_FAILED" in text:
-        return (f"TLS handshake with {url} failed: the server's certificate is not trusted "
-                f"(give its CA with --root-certificates PEM)")
+        return _final(f"TLS handshake with {url} failed: the server's certificate is not trusted "
+                      f"(give its CA with --root-certificates PEM)")
     if "andshake" in text:
-        return f"TLS handshake with {url} failed: {text}"
+        return _final(f"TLS handshake with {url} failed: {text}")
     if "Socket closed" in text or "Connection reset" in text:
         if not conn.ssl:
-            return (f"the server at {url} closed the connection: it probably requires TLS "
-                    f"(use --ssl --root-certificates PEM)")
-        return (f"the server at {url} closed the TLS connection: it probably requires a client "
-                f"certificate (--private-key PEM --certificate-chain PEM) or refuses this one")
+            return _final(f"the server at {url} closed the connection: it probably requires TLS "
+                          f"(use --ssl --root-certificates PEM)")
+        return _final(f"the server at {url} closed the TLS connection: it probably requires a "
+                      f"client certificate (--private-key PEM --certificate-chain PEM) or refuses "
+                      f"this one")
     if "restricted, expecting header" in text:
-        return (f"the server at {url} refused the request: {text} "
-                f"(pass it with --header NAME:VALUE)")
+        return _final(f"the server at {url} refused the request: {text} "
+                      f"(pass it with --header NAME:VALUE)")
     if "Deadline" in text or "DEADLINE" in str(err.status()):
-        return f"no answer from {url} in time"
-    return f"no inference server answers at {url}: {text}"
-
-
-# Failures that waiting cannot cure: wrong TLS setup, a missing header.
-_FINAL = ("TLS handshake", "closed the TLS connection", "closed the connection: it probably",
-          "refused the request")
+        return _Reason(f"no answer from {url} in time")
+    return _Reason(f"no inference server answers at {url}: {text}")
 
 
 def connect(conn: Connection | str, model: str,
@@ -151,26 +159,28 @@ def connect(conn: Connection | str, model: str,
         if reason is None:
             return client
         left = deadline - time.monotonic()
-        if left <= 0 or any(m in reason for m in _FINAL):
+        if left <= 0 or reason.final:
             client.close()
             waited = f" (after waiting {conn.wait_ready_s:g} s)" if conn.wait_ready_s else ""
             raise ServerUnavailable(f"{reason}{waited}")
         time.sleep(min(_RETRY_S, left))
 
 
-def _not_ready_reason(conn: Connection, client, model: str, timeout_s: float) -> str | None:
+def _not_ready_reason(conn: Connection, client, model: str, timeout_s: float) -> _Reason | None:
     try:
         client.is_server_live(client_timeout=timeout_s)
     except InferenceServerException as err:
-        return f"{why_unreachable(conn, err)} (wanted model '{model}')"
+        reason = why_unreachable(conn, err)
+        return (_final if reason.final else _Reason)(f"{reason} (wanted model '{model}')")
     try:
         ready = client.is_model_ready(model, client_timeout=timeout_s)
     except InferenceServerException as err:
         if "restricted, expecting header" in (err.message() or ""):
             return why_unreachable(conn, err)
-        return f"model '{model}' is not available on the server at {conn.url}: {err.message()}"
+        return _Reason(f"model '{model}' is not available on the server at {conn.url}: "
+                       f"{err.message()}")
     if not ready:
-        return f"model '{model}' is not ready on the server at {conn.url}"
+        return _Reason(f"model '{model}' is not ready on the server at {conn.url}")
     return None
 
 
