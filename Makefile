@@ -17,7 +17,7 @@ GEARS ?=
 GPU ?=
 REPLICAS ?= 2
 
-.PHONY: install model serve eval test proto bench fuzz soak check-perf-analyzer om check-gpu cluster install-cluster clean
+.PHONY: install model serve eval test proto bench bench-transport fuzz soak check-perf-analyzer om check-gpu cluster install-cluster clean
 
 install: $(VENV)/.installed $(if $(GPU),$(VENV)/.installed-gpu)
 
@@ -79,6 +79,12 @@ proto: install
 bench: model
 	$(PY) -m bench.pipeline --repo $(REPO)
 	$(PY) -m bench.emulated_device
+	$(PY) -m bench.transport
+
+# Large tensors (3 MiB FP32 echo) over gRPC and HTTP, this server beside PyTriton, perf_analyzer
+# (quick re-run: $(PY) -m bench.transport --only ours --protocol grpc --concurrency 1 --rounds 1)
+bench-transport: install
+	$(PY) -m bench.transport
 
 # hrnet_om on an NVIDIA GPU (needs make install GPU=1): img/s of the network and the pipeline
 check-gpu: model
