@@ -9,9 +9,9 @@ import time
 
 from proto import model_config_pb2 as mc
 
-from . import __version__, dtypes, tensor_io, validation
+from . import __version__, custom_metrics, decoupled, dtypes, tensor_io, validation
 from .backends import python_backend
-from .errors import Cancelled, InvalidArgument, ServerError, Unavailable
+from .errors import Cancelled, InvalidArgument, ServerError, Unavailable, Unsupported
 from .repository import Repository
 from .shm import SharedMemoryManager
 from .types import InferRequest, InferResponse, InferResult, WireRequest
@@ -23,6 +23,9 @@ SERVER_NAME = "triton-py"
 EXTENSIONS = ["model_repository", "model_repository(unload_dependents)", "schedule_policy",
               "model_configuration", "system_shared_memory", "parameters", "statistics"]
 BINARY_EXTENSION = "binary_tensor_data"  # named only while the HTTP endpoint serves it
+# Triton's refusals of a decoupled model outside a stream (grpc infer_handler.cc, http_server.cc).
+GRPC_DECOUPLED = "ModelInfer RPC doesn't support models with decoupled transaction policy"
+HTTP_DECOUPLED = "HTTP end point doesn't support models with decoupled transaction policy"
 
 
 class InferenceCore:
@@ -39,6 +42,8 @@ class InferenceCore:
         self.shutting_down = False
         self.loop = None
         self.extensions = list(EXTENSIONS)
+        # pb_utils.MetricFamily / Metric of the Python models (the metrics endpoint exports them)
+        self.custom_metrics = custom_metrics.REGISTRY
 
     async def start(self, load: list | None = None):
         """Load the models: all of them, or those named in explicit mode ('*' = all)."""
@@ -112,34 +117,97 @@ class InferenceCore:
                 for _, m in sorted(e.versions.items())]
 
     # ---- inference ---------------------------------------------------------------------------
-    async def infer_request(self, wire: WireRequest, is_cancelled=None) -> InferResult:
-        """An external request (gRPC, HTTP): admission, validation, run, outputs placed."""
+    def is_decoupled(self, name: str, version: str = "") -> bool:
+        """Whether the model (version) a request names is decoupled; False when it is unknown
+        (the request then fails with the usual message)."""
+        try:
+            return self.repository.get(name, version).decoupled
+        except ServerError:
+            return False
+
+    def _admit(self):
         if self.shutting_down:
             raise Unavailable("Server is shutting down: new requests are not accepted")
         if self.max_inflight and self.inflight >= self.max_inflight:
             raise Unavailable(f"Server is at its limit of {self.max_inflight} concurrent requests")
+
+    def _prepare(self, wire: WireRequest, model, start: int) -> InferRequest:
+        try:
+            request = tensor_io.prepare(wire, model, self.shm)
+        except ServerError:
+            model.stats.request_done(False, time.monotonic_ns() - start)
+            raise
+        log.debug("request %r for %s: inputs %s", request.id, model.describe(),
+                  {n: list(a.shape) for n, a in request.inputs.items()})
+        return request
+
+    async def infer_request(self, wire: WireRequest, is_cancelled=None,
+                            decoupled_error: str = GRPC_DECOUPLED) -> InferResult:
+        """An external request (gRPC, HTTP): admission, validation, run, outputs placed. A
+        decoupled model is refused with `decoupled_error` (its responses need a stream)."""
+        self._admit()
         model = self.repository.get(wire.model_name, wire.model_version)
+        if model.decoupled:
+            raise Unsupported(decoupled_error)
         self.inflight += 1
         try:
             start = time.monotonic_ns()
-            try:
-                request = tensor_io.prepare(wire, model, self.shm)
-            except ServerError:
-                model.stats.request_done(False, time.monotonic_ns() - start)
-                raise
+            request = self._prepare(wire, model, start)
             request.is_cancelled = is_cancelled
-            log.debug("request %r for %s: inputs %s", request.id, model.describe(),
-                      {n: list(a.shape) for n, a in request.inputs.items()})
             response = await self._run(model, request, start)
             return InferResult(response.model_name, response.model_version, request.id, response.parameters,
                                tensor_io.outputs(response, request, model, self.shm))
         finally:
             self.inflight -= 1
 
+    async def stream_request(self, wire: WireRequest, is_cancelled=None):
+        """An external request on a stream (ModelStreamInfer): yields (item, final) pairs, item an
+        InferResult, a ServerError (an error response) or None (a final flag sent alone). A
+        model that is not decoupled answers once, final; a failure before the model runs raises."""
+        self._admit()
+        model = self.repository.get(wire.model_name, wire.model_version)
+        if not model.decoupled:
+            yield await self.infer_request(wire, is_cancelled), True
+            return
+        self.inflight += 1
+        try:
+            start = time.monotonic_ns()
+            request = self._prepare(wire, model, start)
+            request.is_cancelled = is_cancelled
+            async for item, final in self._stream(model, request, start):
+                if isinstance(item, InferResponse):
+                    try:
+                        item = InferResult(model.name, model.version_str, request.id, item.parameters,
+                                           tensor_io.outputs(item, request, model, self.shm, partial=True))
+                    except ServerError as e:
+                        item = e
+                yield item, final
+        finally:
+            self.inflight -= 1
+
     async def infer(self, request: InferRequest) -> InferResponse:
         """Internal requests (ensemble steps, BLS): validated like external ones."""
         model = self.repository.get(request.model_name, request.model_version)
+        if model.decoupled:
+            raise Unsupported(f"model '{model.name}' is decoupled: its responses can only be streamed "
+                              f"(ModelStreamInfer, or BLS exec(decoupled=True))")
         start = time.monotonic_ns()
+        self._check_internal(model, request, start)
+        return await self._run(model, request, start)
+
+    async def infer_stream(self, request: InferRequest):
+        """An internal request whose responses stream (BLS exec(decoupled=True)): yields (item,
+        final) pairs as stream_request does, with InferResponse items."""
+        model = self.repository.get(request.model_name, request.model_version)
+        if not model.decoupled:
+            yield await self.infer(request), True
+            return
+        start = time.monotonic_ns()
+        self._check_internal(model, request, start)
+        async for pair in self._stream(model, request, start):
+            yield pair
+
+    def _check_internal(self, model, request: InferRequest, start: int):
         try:
             batch = validation.check_inputs(model, [
                 (n, request.input_datatypes.get(n) or dtypes.wire_from_numpy(a.dtype), a.shape)
@@ -150,7 +218,16 @@ class InferenceCore:
         except ServerError:
             model.stats.request_done(False, time.monotonic_ns() - start)
             raise
-        return await self._run(model, request, start)
+
+    async def _stream(self, model, request: InferRequest, start: int):
+        """Run a decoupled request and yield its responses as the model sends them. Statistics
+        are Triton's for decoupled Python models: the request succeeds when execute returns."""
+        stream = decoupled.ResponseStream(self.loop)
+        request.responses = stream
+        task = asyncio.ensure_future(self._run(model, request, start))
+        task.add_done_callback(stream.execution_done)
+        async for pair in stream:
+            yield pair
 
     async def _run(self, model, request, start):
         entry = self.repository.entries[model.name]

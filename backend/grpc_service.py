@@ -13,6 +13,7 @@ from proto import grpc_service_pb2_grpc as pb_grpc
 from . import grpc_codec as codec
 from . import grpc_wire
 from .core import InferenceCore
+from .grpc_stream import StreamCall
 from .errors import InvalidArgument, ServerError, Unavailable, Unsupported
 from .restrictions import Restrictions
 
@@ -156,50 +157,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             _check_restricted(self.restrictions, "ModelStreamInfer", context)
         except ServerError as e:
             await context.abort(e.grpc_code, e.message)
-        out = asyncio.Queue()
-        pending = set()
-
-        async def one(parsed):
-            req = parsed.msg
-            try:
-                result = await self.core.infer_request(codec.decode_request(parsed), context.cancelled)
-                await out.put(codec.encode_stream_response(result))
-            except ServerError as e:
-                await out.put(pb.ModelStreamInferResponse(
-                    error_message=e.message,
-                    infer_response=pb.ModelInferResponse(id=req.id, model_name=req.model_name,
-                                                         model_version=req.model_version)))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.exception("stream request failed")
-                await out.put(pb.ModelStreamInferResponse(
-                    error_message=f"internal error: {type(e).__name__}: {e}",
-                    infer_response=pb.ModelInferResponse(id=req.id)))
-
-        async def reader():
-            async for req in request_iterator:
-                if isinstance(req, Malformed):
-                    await out.put(pb.ModelStreamInferResponse(error_message=req.message))
-                    continue
-                task = asyncio.ensure_future(one(req))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            if pending:
-                await asyncio.gather(*list(pending), return_exceptions=True)
-            await out.put(None)
-
-        read_task = asyncio.ensure_future(reader())
-        try:
-            while True:
-                item = await out.get()
-                if item is None:
-                    break
-                yield item
-        finally:
-            read_task.cancel()
-            for t in list(pending):
-                t.cancel()
+        async for response in StreamCall(self.core, request_iterator, context, Malformed).responses():
+            yield response
 
     @_rpc
     async def RepositoryIndex(self, request, context):

@@ -39,10 +39,10 @@ COUNTERS = ("nv_inference_request_success", "nv_inference_request_failure", "nv_
             "nv_inference_exec_count") + tuple("nv_inference_" + d[0] for d in _DURATIONS)
 
 
-def exposition(registry) -> bytes:
+def exposition(registry, counters=COUNTERS) -> bytes:
     """Prometheus text of the registry with Triton's counter names in the HELP/TYPE lines."""
     text = generate_latest(registry)
-    for name in COUNTERS:
+    for name in counters:
         text = text.replace(f"# HELP {name}_total ".encode(), f"# HELP {name} ".encode()) \
                    .replace(f"# TYPE {name}_total counter".encode(), f"# TYPE {name} counter".encode())
     return text
@@ -109,7 +109,8 @@ def metrics_app(core: InferenceCore) -> web.Application:
     registry.register(TritonCollector(core))
 
     async def metrics(request):
-        body = exposition(registry)
+        custom = getattr(core, "custom_metrics", None)
+        body = exposition(registry, COUNTERS + tuple(custom.counter_names() if custom is not None else ()))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

@@ -37,14 +37,19 @@ class Model:
         self.outputs = {o.name: TensorSpec(o) for o in config.output}
         self.stats = ModelStats()
         self.platform = config.platform or config.backend
+        # Decoupled: any number of responses per request, streamed (backend/decoupled.py).
+        self.decoupled = config.model_transaction_policy.decoupled
 
     def refresh_specs(self):
         """Re-read the tensor specs after a backend completed the config (auto-complete)."""
         self.max_batch_size = self.config.max_batch_size
         self.inputs = {i.name: TensorSpec(i) for i in self.config.input}
         self.outputs = {o.name: TensorSpec(o) for o in self.config.output}
+        self.decoupled = self.config.model_transaction_policy.decoupled
 
     async def infer(self, request: InferRequest) -> InferResponse:
+        """The request's response; for a decoupled model, an empty response once the model's
+        execute returned (its responses go to `request.responses`)."""
         raise NotImplementedError
 
     def is_ready(self) -> bool:

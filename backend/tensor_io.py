@@ -132,13 +132,17 @@ def _reshape(flat: np.ndarray, shape: tuple, tensor: str, model: str) -> np.ndar
                               f"{list(shape)} is too large") from None
 
 
-def outputs(resp: InferResponse, req: InferRequest, model: Model, shm: SharedMemoryManager) -> list:
+def outputs(resp: InferResponse, req: InferRequest, model: Model, shm: SharedMemoryManager,
+            partial: bool = False) -> list:
     """The response's outputs in request (else config) order, cast to their wire datatypes;
-    shared-memory outputs are written to their regions and carry no array."""
+    shared-memory outputs are written to their regions and carry no array. `partial`: a decoupled
+    model's response may hold only some of the outputs (the others are left out)."""
     wanted = req.outputs if req.outputs is not None else [RequestedOutput(n) for n in model.outputs]
     result = []
     for want in wanted:
         array = resp.outputs.get(want.name)
+        if array is None and partial:
+            continue
         if array is None:
             raise ServerError(f"output '{want.name}' was not produced by model '{model.name}'")
         array = np.asarray(array)

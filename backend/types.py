@@ -64,6 +64,8 @@ class InferRequest:
     timeout_us: int = 0
     # Set by the protocol layer: called to know whether the client gave up.
     is_cancelled: Optional[callable] = None
+    # Decoupled models only: where the model's responses go (backend/decoupled.ResponseStream).
+    responses: Optional[object] = None
 
     def batch_size(self, max_batch_size: int) -> int:
         if max_batch_size <= 0 or not self.inputs:

@@ -1,6 +1,9 @@
 """Triton's Python backend, in process: runs `<model>/<version>/model.py` (class TritonPythonModel)
 unchanged. Each instance gets its own module (no sys.modules clashes between models whose files
-are all `1/model.py`) and its own thread; `async def execute` runs on the instance's event loop."""
+are all `1/model.py`) and its own thread; coroutines (`async def execute`, async_exec) run on the
+instance's own event loop, in a thread of its own as in Triton's stub. Decoupled models send
+their responses through each request's InferenceResponseSender (backend/decoupled.py carries
+them to the stream)."""
 
 import asyncio
 import functools
@@ -12,10 +15,13 @@ import os
 import sys
 import threading
 import time
+import traceback
 import types
 
+import numpy as np
+
 from .. import config as config_util
-from ..errors import BY_TRITON_NAME, Internal, InvalidArgument, ServerError, Unsupported
+from ..errors import BY_TRITON_NAME, Internal, InvalidArgument, ServerError
 from ..scheduler import Instance, InstanceModel, InstancePool
 from ..types import InferRequest, InferResponse, RequestedOutput, Timing
 
@@ -48,20 +54,54 @@ class BlsBridge:
             parameters=json.loads(params) if params else {}, timeout_us=req.timeout())
 
     async def _infer(self, req):
+        version = req.model_version()
+        if self.core.is_decoupled(req.model_name(), "" if version == -1 else str(version)):
+            # python_backend's message (request_executor.cc), as an error response
+            return _error_response(Internal(
+                f"Model {req.model_name()} is using the decoupled. The current BLS request call "
+                f"doesn't support models using the decoupled transaction policy. Please use "
+                f"'decoupled=True' argument to the 'exec' or 'async_exec' calls for decoupled models.'"))
         try:
             resp = await self.core.infer(self._request(req))
         except ServerError as e:
-            return pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(e.message, getattr(pb_utils.TritonError, e.triton_name)))
-        return pb_utils.InferenceResponse([pb_utils.Tensor(n, a) for n, a in resp.outputs.items()])
+            return _error_response(e)
+        return _pb_response(resp)
 
     def infer(self, req):
-        if threading.current_thread() is threading.main_thread():
-            raise pb_utils.TritonModelException("BLS exec() cannot block the server's event loop")
+        self._not_on_server_loop()
         return self._run(self._infer(req))
 
     async def async_infer(self, req):
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._infer(req), self.loop))
+
+    def infer_stream(self, req) -> "pb_utils.ResponseIterator":
+        """exec(decoupled=True): an iterator fed from the server's loop as responses arrive."""
+        cancelled = threading.Event()
+        it = pb_utils.ResponseIterator(cancel=cancelled.set)
+        asyncio.run_coroutine_threadsafe(self._pump(req, it, cancelled), self.loop)
+        return it
+
+    async def async_infer_stream(self, req) -> "pb_utils.ResponseIterator":
+        return self.infer_stream(req)
+
+    async def _pump(self, req, it, cancelled):
+        try:
+            request = self._request(req)
+            request.is_cancelled = cancelled.is_set
+            async for item, final in self.core.infer_stream(request):
+                it._put(_pb_response(item), final)
+                if final:
+                    return
+            it._put(pb_utils.InferenceResponse(), True)  # (a stream always ends with a final item)
+        except ServerError as e:
+            it._put(_error_response(e), True)
+        except Exception as e:  # a server bug: the model still gets its final response
+            log.exception("BLS stream to '%s' failed", req.model_name())
+            it._put(_error_response(Internal(f"{type(e).__name__}: {e}")), True)
+
+    def _not_on_server_loop(self):
+        if threading.current_thread() is threading.main_thread():
+            raise pb_utils.TritonModelException("BLS exec() cannot block the server's event loop")
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -75,6 +115,23 @@ class BlsBridge:
 
     def is_model_ready(self, model_name, model_version=""):
         return self.core.model_ready(model_name, str(model_version or ""))
+
+
+def _error_response(err: ServerError):
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError(err.message, getattr(pb_utils.TritonError, err.triton_name)))
+
+
+def _pb_response(item):
+    """A BLS response as the calling model sees it: InferResponse, ServerError or None (the
+    final flag sent alone: an empty response)."""
+    if item is None:
+        return pb_utils.InferenceResponse()
+    if isinstance(item, ServerError):
+        return _error_response(item)
+    params = {k: v for k, v in item.parameters.items() if isinstance(v, (bool, int, str))}
+    return pb_utils.InferenceResponse([pb_utils.Tensor(n, a) for n, a in item.outputs.items()],
+                                      parameters=params)
 
 
 def install_hooks(core, loop):
@@ -125,27 +182,51 @@ def import_model_module(path: str, model_dir: str):
     return module
 
 
+async def _awaited(awaitable):
+    return await awaitable
+
+
 class PythonInstance(Instance):
-    def __init__(self, model_cls, args: dict, model_name: str, output_names):
+    def __init__(self, model_cls, args: dict, model_name: str, output_names, decoupled: bool = False):
         self.name = args["model_instance_name"]
         self.model_dir = args["model_repository"]
         _current.model_dir = self.model_dir
         self.model_name = model_name
         self.output_names = output_names
-        self.loop = None
+        self.decoupled = decoupled
+        self.loop = None          # the instance's event loop (created for the first coroutine)
+        self._loop_thread = None
         self.obj = model_cls()
         init = getattr(self.obj, "initialize", None)
         if init is not None:
             self._call(init, args)
         self._execute = self.obj.execute
 
+    def _event_loop(self):
+        """The instance's event loop, running in a thread of its own (Triton's stub does the same):
+        coroutines of one instance share it, so a decoupled async execute can overlap the next."""
+        if self.loop is None:
+            loop = asyncio.new_event_loop()
+            model_dir = self.model_dir
+
+            def run():
+                _current.model_dir = model_dir
+                asyncio.set_event_loop(loop)
+                loop.run_forever()
+            self._loop_thread = threading.Thread(target=run, name=f"{self.name}-asyncio", daemon=True)
+            self._loop_thread.start()
+            self.loop = loop
+        return self.loop
+
     def _call(self, fn, *args):
         result = fn(*args)
         if inspect.isawaitable(result):
-            if self.loop is None:
-                self.loop = asyncio.new_event_loop()
-            result = self.loop.run_until_complete(result)
+            result = asyncio.run_coroutine_threadsafe(_awaited(result), self._event_loop()).result()
         return result
+
+    def _failed(self, e: Exception) -> ServerError:
+        detail = str(e) if isinstance(e, pb_utils.TritonModelException) else f"{type(e).__name__}: {e}"
+        return Internal(f"Failed to process the request(s) for model '{self.name}', message: {detail}")
 
     def execute(self, requests):
         _current.model_dir = self.model_dir
@@ -153,27 +234,70 @@ class PythonInstance(Instance):
         pb_requests = [self._to_pb(r) for r in requests]
         t1 = time.monotonic_ns()
         try:
-            responses = self._call(self._execute, pb_requests)
+            responses = self._execute(pb_requests)
+            if inspect.isawaitable(responses):
+                future = asyncio.run_coroutine_threadsafe(_awaited(responses), self._event_loop())
+                if self.decoupled:
+                    # As Triton: not awaited; the instance takes the next requests meanwhile.
+                    future.add_done_callback(functools.partial(self._background_done, pb_requests))
+                    responses = None
+                else:
+                    responses = future.result()
+            t2 = time.monotonic_ns()
+            if self.decoupled:
+                if responses is not None:
+                    raise pb_utils.TritonModelException(
+                        f"Python model '{self.name}' is using the decoupled mode and the execute "
+                        f"function must return None.")
+                # Done with these requests: their responses come through their senders.
+                out = [InferResponse(self.model_name, "", r.id) for r in requests]
+            else:
+                out = self._returned(requests, pb_requests, responses)
         except Exception as e:
-            err = Internal(f"Failed to process the request(s) for model '{self.name}', message: "
-                           f"{type(e).__name__}: {e}" if not isinstance(e, pb_utils.TritonModelException)
-                           else f"Failed to process the request(s) for model '{self.name}', message: {e}")
+            err = self._failed(e)
             log.warning("%s", err.message)
+            for pb_req in pb_requests:
+                pb_req.get_response_sender()._close()  # as Triton: no responses after a failure
             return [err] * len(requests), Timing(0, t1 - t0, time.monotonic_ns() - t1, 0)
-        t2 = time.monotonic_ns()
-        if not isinstance(responses, list):
-            err = Internal(f"Failed to process the request(s) for model '{self.name}', message: "
-                           f"Expected a list in the execute return, found type '{type(responses).__name__}'.")
-            return [err] * len(requests), Timing(0, t1 - t0, t2 - t1, 0)
-        if len(responses) != len(requests):
-            err = Internal(
-                f"Failed to process the request(s) for model '{self.name}', message: Number of "
-                f"InferenceResponse objects do not match the number of InferenceRequest objects. "
-                f"InferenceRequest(s) size is:{len(requests)}, and InferenceResponse(s) size is:"
-                f"{len(responses)}")
-            return [err] * len(requests), Timing(0, t1 - t0, t2 - t1, 0)
-        out = [self._from_pb(req, resp) for req, resp in zip(requests, responses)]
         return out, Timing(0, t1 - t0, t2 - t1, time.monotonic_ns() - t2)
+
+    def _returned(self, requests, pb_requests, responses):
+        """What a non-decoupled execute returned, checked as Triton checks it; a None entry (or
+        None for all) is a request answered through its response sender."""
+        if responses is None:
+            responses = [None] * len(requests)
+        if not isinstance(responses, list):
+            raise pb_utils.TritonModelException(
+                f"Expected a list in the execute return, found type '{type(responses).__name__}'.")
+        if len(responses) != len(requests):
+            raise pb_utils.TritonModelException(
+                f"Number of InferenceResponse objects do not match the number of InferenceRequest "
+                f"objects. InferenceRequest(s) size is:{len(requests)}, and InferenceResponse(s) size "
+                f"is:{len(responses)}")
+        out = []
+        for req, pb_req, resp in zip(requests, pb_requests, responses):
+            if resp is None:
+                resp = pb_req.get_response_sender()._response
+                if resp is None:
+                    out.append(Internal(f"Failed to process the request(s) for model '{self.name}', "
+                                        f"message: no response was returned or sent for request "
+                                        f"'{req.id}'"))
+                    continue
+            out.append(self._from_pb(req, resp))
+        return out
+
+    def _background_done(self, pb_requests, future):
+        """A decoupled async execute finished in the background: an exception is logged (as
+        Triton does) and ends every request still open with it (Triton would leave them open)."""
+        if future.cancelled() or future.exception() is None:
+            return
+        e = future.exception()
+        log.error("%s", "".join(traceback.format_exception(e)))
+        err = self._failed(e)
+        for pb_req in pb_requests:
+            sender = pb_req.get_response_sender()
+            if sender._close():
+                sender._sink(err, True)
 
     def _to_pb(self, req):
         tensors = [pb_utils.Tensor(name, arr) for name, arr in req.inputs.items()]
@@ -182,14 +306,29 @@ class PythonInstance(Instance):
             model_name=self.model_name, requested_output_names=names, inputs=tensors,
             request_id=req.id, parameters=json.dumps(_jsonable(req.parameters)),
             timeout=req.timeout_us)
-        if req.is_cancelled is not None and req.is_cancelled():
-            pb_req._set_cancelled()
+        pb_req._cancel_check = req.is_cancelled
+        sink = functools.partial(self._send, req) if self.decoupled else None
+        pb_req._sender = pb_utils.InferenceResponseSender(sink, self.decoupled, pb_req.is_cancelled)
         return pb_req
 
+    def _send(self, req, response, final):
+        """A decoupled model sent a response (from whichever thread): pruned to the requested
+        outputs and copied (the model may reuse its arrays once send returns), then queued."""
+        if response is not None and not isinstance(response, ServerError):
+            if response.has_error():
+                response = error_from_triton(response.error())
+            else:
+                wanted = set(req.requested_names(self.output_names))
+                outputs = {t.name(): np.array(t.as_numpy()) for t in response.output_tensors()
+                           if t.name() in wanted}
+                response = InferResponse(self.model_name, "", req.id, outputs, _parameters(response))
+        req.responses.send(response, final)
+
     def _from_pb(self, req, resp):
-        if resp is None or not hasattr(resp, "output_tensors"):
-            return Internal(f"Failed to process the request(s) for model '{self.name}', message: "
-                            f"expected an InferenceResponse, got {type(resp).__name__}")
+        if not isinstance(resp, pb_utils.InferenceResponse):
+            raise pb_utils.TritonModelException(
+                f"Expected an 'InferenceResponse' object in the execute function return list, found "
+                f"type '{type(resp).__name__}'.")
         if resp.has_error():
             return error_from_triton(resp.error())
         wanted = set(req.requested_names(self.output_names))
@@ -201,16 +340,26 @@ class PythonInstance(Instance):
         if missing:
             return Internal(f"model '{self.model_name}' did not return output(s) "
                             f"{', '.join(sorted(missing))}")
-        params = resp.parameters() if hasattr(resp, "parameters") else None
-        params = json.loads(params) if isinstance(params, str) and params else (params or {})
-        return InferResponse(self.model_name, "", req.id, outputs, dict(params))
+        return InferResponse(self.model_name, "", req.id, outputs, _parameters(resp))
 
     def close(self):
         fin = getattr(self.obj, "finalize", None)
-        if fin is not None:
-            self._call(fin)
-        if self.loop is not None:
-            self.loop.close()
+        try:
+            if fin is not None:
+                self._call(fin)
+        finally:
+            if self.loop is not None:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._loop_thread.join(5)
+                if not self._loop_thread.is_alive():
+                    self.loop.close()
+            # The model object goes now: what it holds (custom metrics...) is released.
+            self.obj = self._execute = None
+
+
+def _parameters(resp) -> dict:
+    params = resp.parameters()
+    return dict(json.loads(params)) if isinstance(params, str) and params else dict(params or {})
 
 
 def _jsonable(params: dict) -> dict:
@@ -232,19 +381,17 @@ def auto_complete(module, config):
     return new
 
 
-def load(config, version: int, model_dir: str, version_dir: str, execution_timeout_s: float = 0):
+def load(config, version: int, model_dir: str, version_dir: str, execution_timeout_s: float = 0,
+         auto_complete_config: bool = True):
     filename = config.default_model_filename or "model.py"
     path = os.path.join(version_dir, filename)
     if not os.path.isfile(path):
         raise InvalidArgument(f"unable to find '{path}' for model '{config.name}'")
     module = import_model_module(path, model_dir)
-    completed = auto_complete(module, config)
-    if completed is not config:
-        config.CopyFrom(completed)
-    if config.model_transaction_policy.decoupled:
-        # Until responses can stream back, a decoupled model would load READY and fail every request.
-        raise Unsupported(f"model '{config.name}' uses the decoupled transaction policy, which this "
-                          f"server does not support yet")
+    if auto_complete_config:  # off with --disable-auto-complete-config
+        completed = auto_complete(module, config)
+        if completed is not config:
+            config.CopyFrom(completed)
     config_json = config_util.to_json(config)
     output_names = [o.name for o in config.output]
     from proto import model_config_pb2 as mc
@@ -261,7 +408,8 @@ def load(config, version: int, model_dir: str, version_dir: str, execution_timeo
         }
         # initialize() runs on the instance's own thread, where execute() and finalize() will.
         factories.append((name, functools.partial(PythonInstance, module.TritonPythonModel, args,
-                                                  config.name, output_names)))
+                                                  config.name, output_names,
+                                                  config.model_transaction_policy.decoupled)))
     pool = InstancePool(factories)
     return InstanceModel(config, version, model_dir, pool, execution_timeout_s)
 

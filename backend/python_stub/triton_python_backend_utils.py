@@ -5,19 +5,28 @@ Python-backend models run in-process: the server puts this directory on sys.path
 Names, signatures, defaults and error messages follow python_backend (`pb_stub.cc` bindings and
 `src/resources/triton_python_backend_utils.py`), so a model written for Triton runs unchanged.
 
+Names, ids and output names may be given as bytes (UTF-8), as Triton's bindings take them.
+
 Server hooks (module globals the server assigns; None outside a server):
   _bls             object with infer(req) -> InferenceResponse, async def async_infer(req),
+                   infer_stream(req) -> ResponseIterator, async def async_infer_stream(req),
                    load_model(name, config, files), unload_model(name, unload_dependents),
                    is_model_ready(name, version) -> bool
   _model_dir_hook  callable () -> str, answers get_model_dir() for the calling model
+Requests given to `execute` carry their response sender and cancellation check (set by the
+server); custom metrics live in the server's registry (backend/custom_metrics.py), which the
+metrics endpoint exports.
 """
 
+import asyncio
 import enum
 import json
 import logging
 import os
+import queue
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -25,13 +34,26 @@ import numpy as np
 # shares the server's BYTES codec. `backend` is importable wherever the server runs; for a model
 # tested on its own, the folder above backend/ is made importable here.
 try:
-    from backend import bytes_tensor
+    from backend import bytes_tensor, custom_metrics
 except ImportError:
     sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    from backend import bytes_tensor
+    from backend import bytes_tensor, custom_metrics
 
 _bls = None
 _model_dir_hook = None
+
+
+def _as_str(value, what="argument"):
+    """A string argument as Triton's bindings (pybind11 std::string) take it: str, or bytes as
+    UTF-8 (e.g. a name read from a BYTES tensor); anything else is a TypeError."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TypeError(f"{what} must be a str or UTF-8 bytes, got {bytes(value)!r}") from None
+    raise TypeError(f"{what} must be a str (or bytes), got {type(value).__name__}")
 
 # --------------------------------------------------------------------------------------------
 # Data types
@@ -230,7 +252,8 @@ class Tensor:
     for it. np.object_ / np.bytes_ arrays are BYTES."""
 
     def __init__(self, name, numpy_array):
-        if not isinstance(name, str) or name == "":
+        name = _as_str(name, "Tensor name")
+        if name == "":
             raise TritonModelException("Tensor name cannot be an empty string.")
         arr = numpy_array if isinstance(numpy_array, np.ndarray) else np.asarray(numpy_array)
         dtype = numpy_to_triton_type(arr.dtype)
@@ -289,7 +312,8 @@ class Tensor:
     def from_dlpack(name, dlpack_tensor):
         """Tensor from a DLPack capsule or an object with __dlpack__/__dlpack_device__ (torch,
         numpy, ...), sharing its memory. Only C-contiguous CPU tensors are accepted."""
-        if not isinstance(name, str) or name == "":
+        name = _as_str(name, "Tensor name")
+        if name == "":
             raise TritonModelException("Tensor name cannot be an empty string.")
         if type(dlpack_tensor).__name__ == "PyCapsule":
             producer = _CapsuleHolder(dlpack_tensor)
@@ -408,19 +432,20 @@ class InferenceRequest:
                 "InferenceRequest requires inputs, requested_output_names and model_name")
         if not isinstance(correlation_id, (int, str)) or isinstance(correlation_id, bool):
             raise TritonModelException("Correlation ID must be integer or string")
-        if isinstance(requested_output_names, str):
+        if isinstance(requested_output_names, (str, bytes)):
             raise TritonModelException("requested_output_names must be a list of names")
+        requested_output_names = [_as_str(n, "requested output name") for n in requested_output_names]
         inputs = list(inputs)
         for t in inputs:
             if not isinstance(t, Tensor):
                 raise TritonModelException(
                     f"InferenceRequest inputs must be pb_utils.Tensor, found {type(t)}")
-        self._request_id = str(request_id)
+        self._request_id = _as_str(request_id, "request_id")
         self._correlation_id = correlation_id
         self._inputs = inputs
         # Ordered and de-duplicated; Triton hands models a set.
         self._requested_output_names = tuple(dict.fromkeys(requested_output_names))
-        self._model_name = str(model_name)
+        self._model_name = _as_str(model_name, "model_name")
         self._model_version = int(model_version)
         self._flags = int(flags)
         self._timeout = int(timeout)
@@ -429,6 +454,8 @@ class InferenceRequest:
         self._trace = trace if trace is not None else InferenceTrace()
         self._parameters = _parameters_json(parameters)
         self._cancelled = threading.Event()
+        self._cancel_check = None  # server side: callable telling whether the client gave up
+        self._sender = None        # server side: the InferenceResponseSender of this request
         self._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
 
     def inputs(self):
@@ -468,16 +495,20 @@ class InferenceRequest:
         return self._preferred_memory
 
     def is_cancelled(self):
-        return self._cancelled.is_set()
+        if self._cancelled.is_set():
+            return True
+        return self._cancel_check is not None and bool(self._cancel_check())
 
     def _set_cancelled(self):
         """Server side: the client went away or cancelled."""
         self._cancelled.set()
 
     def get_response_sender(self):
-        raise TritonModelException(
-            "get_response_sender() is for decoupled models, which this server does not "
-            "support; return InferenceResponse objects from execute() instead")
+        """The sender of this request's responses (the same object every call). A request the
+        model built itself (BLS) has one that cannot send, as in Triton."""
+        if self._sender is None:
+            self._sender = InferenceResponseSender(is_cancelled=self.is_cancelled)
+        return self._sender
 
     def set_release_flags(self, flags):
         self._release_flags = int(flags)
@@ -488,16 +519,140 @@ class InferenceRequest:
 
     def exec(self, decoupled=False):
         """Run this request on another model (BLS) and wait for its InferenceResponse; a
-        failure is reported through the response's error(), not raised."""
+        failure is reported through the response's error(), not raised. decoupled=True: a
+        ResponseIterator over the model's responses (any model; required for decoupled ones)."""
+        if decoupled is None:
+            raise TypeError("exec(): decoupled cannot be None")
         if decoupled:
-            raise TritonModelException("decoupled BLS requests are not supported")
+            return _require_bls().infer_stream(self)
         return _require_bls().infer(self)
 
     def async_exec(self, decoupled=False):
-        """Awaitable form of exec(), for `async def execute`."""
+        """Awaitable form of exec(), for `async def execute` (decoupled=True: awaits to a
+        ResponseIterator, which also iterates with `async for`)."""
+        if decoupled is None:
+            raise TypeError("async_exec(): decoupled cannot be None")
         if decoupled:
-            raise TritonModelException("decoupled BLS requests are not supported")
+            return _require_bls().async_infer_stream(self)
         return _require_bls().async_infer(self)
+
+
+class InferenceResponseSender:
+    """Sends the responses of one request (`request.get_response_sender()`): any number for a
+    decoupled model, ending with flags=TRITONSERVER_RESPONSE_COMPLETE_FINAL (with or without a
+    response); exactly one for other models. Usable from any thread, also after execute
+    returned. Rules and messages are python_backend's (response_sender.cc)."""
+
+    def __init__(self, sink=None, decoupled=None, is_cancelled=None):
+        # sink(response or None, final): server side. decoupled None: a request the model built.
+        self._sink = sink
+        self._decoupled = decoupled
+        self._is_cancelled = is_cancelled
+        self._lock = threading.Lock()
+        self._closed = False
+        self._sent = 0
+        self._response = None  # not decoupled: the one response (the server reads it back)
+
+    def send(self, response=None, flags=0):
+        if response is not None and not isinstance(response, InferenceResponse):
+            raise TypeError(f"send(): response must be a pb_utils.InferenceResponse or None, "
+                            f"got {type(response).__name__}")
+        if flags != TRITONSERVER_RESPONSE_COMPLETE_FINAL and flags != 0:
+            raise TritonModelException("Unable to send response. Unsupported flag provided.")
+        if flags == 0 and response is None:
+            raise TritonModelException(
+                "Inference Response object must be provided when the response flags is set to zero.")
+        final = flags == TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        with self._lock:
+            if self._decoupled is None:
+                raise TritonModelException(
+                    "Unable to send response. Response sender has no reference to the decoupled "
+                    "state of the model.")
+            if not self._decoupled:
+                if response is not None and self._sent > 0:
+                    raise TritonModelException(
+                        "Unable to send response. Non-decoupled model cannot send more than one "
+                        "response.")
+                if response is None and final and self._sent == 0:
+                    raise TritonModelException(
+                        "Unable to send response. Non-decoupled model cannot send complete final "
+                        "before sending a response.")
+            if self._closed:
+                raise TritonModelException("Unable to send response. Response sender has been closed.")
+            if final:
+                self._closed = True
+            self._sent += 1
+            if not self._decoupled:
+                if response is not None:
+                    self._response = response
+                return
+            # Under the lock: the responses of one request keep the order of the send() calls.
+            self._sink(response, final)
+
+    def is_cancelled(self):
+        return self._is_cancelled is not None and bool(self._is_cancelled())
+
+    def _close(self):
+        """Server side (execute failed): no more responses; True if it was still open."""
+        with self._lock:
+            was_open = not self._closed
+            self._closed = True
+            return was_open
+
+
+class ResponseIterator:
+    """The responses of a decoupled BLS request (`exec(decoupled=True)`), in the order the model
+    sent them, blocking for each; the last one carries the final flag (an empty response when
+    the model sent the flag alone: check `output_tensors()`). Iterating again after the end
+    starts over, as in Triton. `cancel()` cancels the request (the model sees is_cancelled())."""
+
+    def __init__(self, cancel=None):
+        self._queue = queue.Queue()
+        self._responses = []
+        self._idx = 0
+        self._finished = False
+        self._cancel = cancel
+
+    def _put(self, response, final):
+        """Server side, from any thread."""
+        self._queue.put((response, final))
+
+    def __iter__(self):
+        if self._finished and self._idx >= len(self._responses):
+            self._idx = 0
+        return self
+
+    def __next__(self):
+        if self._finished:
+            if self._idx < len(self._responses):
+                self._idx += 1
+                return self._responses[self._idx - 1]
+            raise StopIteration
+        response, final = self._queue.get()
+        self._responses.append(response)
+        if final:
+            self._finished = True
+            self._idx = len(self._responses)
+        return response
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._finished or not self._queue.empty():
+            return self._next_or_stop()
+        # Wait in a worker thread: the model's event loop keeps running meanwhile.
+        return await asyncio.get_running_loop().run_in_executor(None, self._next_or_stop)
+
+    def _next_or_stop(self):
+        try:
+            return self.__next__()
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def cancel(self):
+        if not self._finished and self._cancel is not None:
+            self._cancel()
 
 
 class InferenceResponse:
@@ -730,8 +885,8 @@ LogLevel = _LogLevel
 
 
 # --------------------------------------------------------------------------------------------
-# Custom metrics: kept in this process (values readable with Metric.value()); not exported to
-# the server's /metrics endpoint.
+# Custom metrics: kept in the server's registry (backend/custom_metrics.py) and exported on its
+# metrics endpoint with their labels. Messages are Triton's (metric.cc, metric_family.cc).
 
 
 class MetricKind(enum.IntEnum):
@@ -743,57 +898,44 @@ class MetricKind(enum.IntEnum):
 COUNTER = MetricKind.COUNTER
 GAUGE = MetricKind.GAUGE
 HISTOGRAM = MetricKind.HISTOGRAM
+_KIND = {MetricKind.COUNTER: custom_metrics.COUNTER, MetricKind.GAUGE: custom_metrics.GAUGE,
+         MetricKind.HISTOGRAM: custom_metrics.HISTOGRAM}
 
 
 class Metric:
-    """One labelled series of a MetricFamily."""
+    """One labelled series of a MetricFamily (made by MetricFamily.Metric). Metric objects with
+    the same labels in one family share the series; it leaves the endpoint with the last one."""
 
     def __init__(self, family, labels, buckets):
-        self._family = family
-        self._labels = dict(labels)
-        self._lock = threading.Lock()
-        self._value = 0.0
-        self._buckets = None if buckets is None else np.asarray(sorted(buckets), np.float64)
-        self._bucket_counts = None if buckets is None else np.zeros(len(buckets), np.int64)
-        self._sum = 0.0
-        self._count = 0
+        self._family = family  # keeps the family alive as long as its metrics (Triton's rule)
+        try:
+            key, self._series = custom_metrics.REGISTRY.series(family._family, labels, buckets)
+        except ValueError as e:
+            raise TritonModelException(f"Error when creating Metric: {e}") from None
+        weakref.finalize(self, custom_metrics.REGISTRY.release_series, family._family, key)
+
+    def _do(self, what, op, *args):
+        try:
+            return op(*args)
+        except (ValueError, TypeError) as e:
+            raise TritonModelException(f"Failed to {what} metric value: {e}") from None
 
     def increment(self, value):
-        kind = self._family._kind
-        if kind == MetricKind.HISTOGRAM:
-            raise TritonModelException("Failed to increment metric value: histograms only "
-                                       "support observe()")
-        if kind == MetricKind.COUNTER and value < 0:
-            raise TritonModelException("Failed to increment metric value: counters cannot "
-                                       "be decremented")
-        with self._lock:
-            self._value += value
+        self._do("increment", self._series.increment, float(value))
 
     def set(self, value):
-        if self._family._kind != MetricKind.GAUGE:
-            raise TritonModelException("Failed to set metric value: only gauges can be set")
-        with self._lock:
-            self._value = float(value)
+        self._do("set", self._series.set, float(value))
 
     def observe(self, value):
-        if self._family._kind != MetricKind.HISTOGRAM:
-            raise TritonModelException("Failed to observe metric value: only histograms "
-                                       "support observe()")
-        with self._lock:
-            self._bucket_counts[self._buckets >= value] += 1
-            self._sum += value
-            self._count += 1
+        self._do("observe", self._series.observe, float(value))
 
     def value(self):
-        if self._family._kind == MetricKind.HISTOGRAM:
-            raise TritonModelException("Failed to get metric value: histograms have no "
-                                       "single value")
-        with self._lock:
-            return self._value
+        return self._do("get", self._series.get)
 
 
 class MetricFamily:
-    """MetricFamily(name, description, kind) with .Metric(labels=None, buckets=None)."""
+    """MetricFamily(name, description, kind) with .Metric(labels=None, buckets=None). The same
+    name and kind (from any model) is the same family; another kind is refused."""
 
     COUNTER = MetricKind.COUNTER
     GAUGE = MetricKind.GAUGE
@@ -802,17 +944,25 @@ class MetricFamily:
     def __init__(self, name, description, kind):
         if name is None or description is None or kind is None:
             raise TypeError("MetricFamily(name, description, kind): arguments cannot be None")
-        self._name = name
-        self._description = description
         self._kind = MetricKind(kind)
+        try:
+            self._family = custom_metrics.REGISTRY.family(
+                _as_str(name, "name"), _as_str(description, "description"), _KIND[self._kind])
+        except ValueError as e:
+            raise TritonModelException(f"Error when creating MetricFamily: {e}") from None
+        weakref.finalize(self, custom_metrics.REGISTRY.release_family, self._family)
 
     def Metric(self, labels=None, buckets=None):  # noqa: N802 - Triton's name
-        if self._kind == MetricKind.HISTOGRAM and buckets is None:
-            raise TritonModelException("Error when creating Metric: histogram metrics need "
-                                       "'buckets'")
-        if self._kind != MetricKind.HISTOGRAM and buckets is not None:
-            raise TritonModelException("Error when creating Metric: only histogram metrics "
-                                       "take 'buckets'")
+        if labels is not None and not isinstance(labels, dict):
+            raise TritonModelException("Failed to create metric. Labels must be a dictionary.")
+        if buckets is not None:
+            if not isinstance(buckets, list):
+                raise TritonModelException("Failed to create metric. Buckets must be a list.")
+            if self._kind != MetricKind.HISTOGRAM:
+                raise TritonModelException("Failed to create metric. Unexpected buckets found.")
+            buckets = [float(b) for b in buckets]
+        elif self._kind == MetricKind.HISTOGRAM:
+            raise TritonModelException("Failed to create metric. Missing required buckets.")
         return Metric(self, labels or {}, buckets)
 
 
@@ -824,19 +974,20 @@ def load_model(model_name, config="", files=None):
     """Load or reload `model_name` on the server (config: JSON override; files: path -> bytes)."""
     if model_name is None or config is None:
         raise TypeError("load_model: model_name and config cannot be None")
-    return _require_bls().load_model(model_name, config, files)
+    return _require_bls().load_model(_as_str(model_name, "model_name"), _as_str(config, "config"), files)
 
 
 def unload_model(model_name, unload_dependents=False):
     if model_name is None:
         raise TypeError("unload_model: model_name cannot be None")
-    return _require_bls().unload_model(model_name, unload_dependents)
+    return _require_bls().unload_model(_as_str(model_name, "model_name"), unload_dependents)
 
 
 def is_model_ready(model_name, model_version=""):
     if model_name is None:
         raise TypeError("is_model_ready: model_name cannot be None")
-    return bool(_require_bls().is_model_ready(model_name, model_version))
+    return bool(_require_bls().is_model_ready(_as_str(model_name, "model_name"),
+                                              _as_str(model_version, "model_version")))
 
 
 def get_model_dir():

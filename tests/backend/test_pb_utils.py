@@ -291,9 +291,95 @@ def test_request_parameters_as_json_string_and_bad_values():
         pb_utils.InferenceRequest(inputs=[], requested_output_names=[])
 
 
-def test_response_sender_is_refused_clearly():
-    with pytest.raises(pb_utils.TritonModelException, match="decoupled"):
-        make_request().get_response_sender()
+def test_response_sender_of_a_model_built_request_cannot_send():
+    req = make_request()
+    assert req.get_response_sender() is req.get_response_sender()
+    with pytest.raises(pb_utils.TritonModelException, match="no reference to the decoupled state"):
+        req.get_response_sender().send(pb_utils.InferenceResponse())
+
+
+def _sender(decoupled):
+    sent = []
+    sender = pb_utils.InferenceResponseSender(lambda r, final: sent.append((r, final)), decoupled)
+    return sender, sent
+
+
+def test_decoupled_sender_rules_and_messages():
+    sender, sent = _sender(True)
+    one, two = pb_utils.InferenceResponse(), pb_utils.InferenceResponse()
+    sender.send(one)
+    sender.send(two)
+    with pytest.raises(pb_utils.TritonModelException, match="^Unable to send response. Unsupported flag provided.$"):
+        sender.send(one, flags=2)
+    with pytest.raises(pb_utils.TritonModelException, match="must be provided when the response flags is set to zero"):
+        sender.send()
+    with pytest.raises(TypeError):
+        sender.send("not a response")
+    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    assert sent == [(one, False), (two, False), (None, True)]
+    with pytest.raises(pb_utils.TritonModelException, match="^Unable to send response. Response sender has been closed.$"):
+        sender.send(one)
+    assert sender.is_cancelled() is False
+
+
+def test_non_decoupled_sender_sends_exactly_one_response():
+    sender, sent = _sender(False)
+    with pytest.raises(pb_utils.TritonModelException, match="cannot send complete final before sending a response"):
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    only = pb_utils.InferenceResponse()
+    sender.send(only)
+    with pytest.raises(pb_utils.TritonModelException, match="cannot send more than one response"):
+        sender.send(pb_utils.InferenceResponse())
+    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    assert sender._response is only and sent == []  # the server reads it back after execute
+
+
+def test_cancellation_is_asked_of_the_server_each_time():
+    flag = []
+    req = make_request()
+    req._cancel_check = lambda: bool(flag)
+    sender = pb_utils.InferenceResponseSender(lambda r, f: None, True, req.is_cancelled)
+    assert not req.is_cancelled() and not sender.is_cancelled()
+    flag.append(1)
+    assert req.is_cancelled() and sender.is_cancelled()
+
+
+def test_response_iterator_ends_after_the_final_response_and_restarts():
+    cancelled = []
+    it = pb_utils.ResponseIterator(cancel=lambda: cancelled.append(1))
+    a, b, last = pb_utils.InferenceResponse(), pb_utils.InferenceResponse(), pb_utils.InferenceResponse()
+    for response, final in ((a, False), (b, False), (last, True)):
+        it._put(response, final)
+    assert next(it) is a
+    it.cancel()
+    assert cancelled == [1]
+    assert list(it) == [b, last]
+    assert list(it) == [a, b, last]  # iterating again starts over, as in Triton
+    it.cancel()
+    assert cancelled == [1]  # finished: nothing to cancel
+
+    async def consume():
+        it2 = pb_utils.ResponseIterator()
+        it2._put(a, False)
+        asyncio.get_running_loop().call_later(0.05, it2._put, last, True)
+        return [r async for r in it2]
+    assert asyncio.run(consume()) == [a, last]
+
+
+def test_names_ids_and_output_names_may_be_bytes():
+    req = pb_utils.InferenceRequest(model_name=b"add_sub", request_id=b"id-1",
+                                    requested_output_names=[b"OUTPUT0", "OUTPUT1"],
+                                    inputs=[pb_utils.Tensor(b"INPUT0", np.zeros(2, np.float32))])
+    assert req.model_name() == "add_sub" and req.request_id() == "id-1"
+    assert req.requested_output_names() == {"OUTPUT0", "OUTPUT1"}
+    assert req.inputs()[0].name() == "INPUT0"
+    assert pb_utils.Tensor.from_dlpack(b"X", np.zeros(2)).name() == "X"
+    with pytest.raises(TypeError):
+        make_request(model_name=7)
+    with pytest.raises(TypeError):
+        pb_utils.Tensor(3, np.zeros(1))
+    with pytest.raises(pb_utils.TritonModelException, match="Correlation ID"):
+        make_request(correlation_id=b"seq")  # Triton takes int or str only
 
 
 def test_response_accessors_and_lookup():
@@ -342,6 +428,12 @@ class FakeBLS:
         self.calls.append(("async_infer", request.model_name()))
         return self.infer(request)
 
+    def infer_stream(self, request):
+        return f"stream of {request.model_name()}"
+
+    async def async_infer_stream(self, request):
+        return f"async stream of {request.model_name()}"
+
     def load_model(self, model_name, config="", files=None):
         self.calls.append(("load", model_name, config, files))
 
@@ -382,8 +474,8 @@ def test_bls_delegates_to_server_hook(monkeypatch):
         ("load", "m", '{"max_batch_size": 4}', {"file:1/model.py": b"x"}),
         ("unload", "m", True),
     ]
-    with pytest.raises(pb_utils.TritonModelException, match="decoupled"):
-        make_request().exec(decoupled=True)
+    assert make_request().exec(decoupled=True) == "stream of m"
+    assert asyncio.run(make_request().async_exec(decoupled=True)) == "async stream of m"
 
 
 def test_get_model_dir_uses_server_hook(monkeypatch):
@@ -426,28 +518,59 @@ def test_logger_routes_to_python_logging(caplog):
     assert all(r.filename == Path(__file__).name for r in caplog.records)
 
 
-def test_metric_family_minimal_semantics():
-    counter = pb_utils.MetricFamily("c", "a counter", pb_utils.MetricFamily.COUNTER).Metric({"m": "x"})
+def _samples(name):
+    from backend import custom_metrics
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in custom_metrics.REGISTRY.collect() if f.name == name for s in f.samples}
+
+
+def test_metric_family_semantics_and_tritons_messages():
+    family = pb_utils.MetricFamily("t_counter", "a counter", pb_utils.MetricFamily.COUNTER)
+    counter = family.Metric({"m": "x"})
     counter.increment(2)
     counter.increment(3)
     assert counter.value() == 5
-    with pytest.raises(pb_utils.TritonModelException):
+    same = pb_utils.MetricFamily("t_counter", "other text", pb_utils.COUNTER).Metric(labels={"m": "x"})
+    assert same.value() == 5  # same family name and labels: the same series
+    with pytest.raises(pb_utils.TritonModelException, match="^Failed to increment metric value: TRITONSERVER_METRIC_KIND_COUNTER can only be incremented monotonically"):
         counter.increment(-1)
-    with pytest.raises(pb_utils.TritonModelException):
+    with pytest.raises(pb_utils.TritonModelException, match="^Failed to set metric value: TRITONSERVER_METRIC_KIND_COUNTER does not support Set"):
         counter.set(1)
-    gauge = pb_utils.MetricFamily("g", "a gauge", pb_utils.GAUGE).Metric()
+    with pytest.raises(pb_utils.TritonModelException, match="Error when creating MetricFamily"):
+        pb_utils.MetricFamily("t_counter", "a gauge now", pb_utils.GAUGE)
+    with pytest.raises(pb_utils.TritonModelException, match="Error when creating MetricFamily"):
+        pb_utils.MetricFamily("bad name", "d", pb_utils.GAUGE)
+    gauge = pb_utils.MetricFamily(b"t_gauge", "a gauge", pb_utils.GAUGE).Metric()
     gauge.set(7)
     gauge.increment(-2)
     assert gauge.value() == 5
-    hist_family = pb_utils.MetricFamily("h", "a histogram", pb_utils.HISTOGRAM)
-    with pytest.raises(pb_utils.TritonModelException):
+    with pytest.raises(pb_utils.TritonModelException, match="GAUGE does not support Observe"):
+        gauge.observe(1)
+    hist_family = pb_utils.MetricFamily("t_hist", "a histogram", pb_utils.HISTOGRAM)
+    with pytest.raises(pb_utils.TritonModelException, match="^Failed to create metric. Missing required buckets.$"):
         hist_family.Metric()
-    hist = hist_family.Metric(buckets=[1.0, 10.0])
+    with pytest.raises(pb_utils.TritonModelException, match="^Failed to create metric. Unexpected buckets found.$"):
+        family.Metric(buckets=[1.0])
+    with pytest.raises(pb_utils.TritonModelException, match="Labels must be a dictionary"):
+        family.Metric(labels=["a"])
+    with pytest.raises(pb_utils.TritonModelException, match="Error when creating Metric"):
+        family.Metric(labels={"m": 1})
+    hist = hist_family.Metric(labels={"k": "v"}, buckets=[1.0, 10.0])
     hist.observe(0.5)
     hist.observe(5.0)
-    assert hist._bucket_counts.tolist() == [1, 2] and hist._count == 2
-    with pytest.raises(pb_utils.TritonModelException):
+    with pytest.raises(pb_utils.TritonModelException, match="HISTOGRAM does not support Value"):
         hist.value()
+    got = _samples("t_hist")
+    assert got[("t_hist_bucket", (("k", "v"), ("le", "1.0")))] == 1
+    assert got[("t_hist_bucket", (("k", "v"), ("le", "10.0")))] == 2
+    assert got[("t_hist_bucket", (("k", "v"), ("le", "+Inf")))] == 2
+    assert got[("t_hist_count", (("k", "v"),))] == 2 and got[("t_hist_sum", (("k", "v"),))] == 5.5
+    assert _samples("t_counter") == {("t_counter", (("m", "x"),)): 5}
+    # A series lives as long as a Metric object holds it; a family as long as its objects.
+    del counter, same
+    assert _samples("t_counter") == {}
+    del gauge
+    assert _samples("t_gauge") == {}
 
 
 # ------------------------------------------------------------------------------ ModelConfig
