@@ -20,15 +20,19 @@ def backend_of(config: mc.ModelConfig) -> str:
     return registry.backend_for_platform(config.platform)
 
 
-def read_config(model_dir: str, config_name: str = "") -> mc.ModelConfig:
+def read_config(model_dir: str, config_name: str = "", required: bool = False) -> mc.ModelConfig:
     """Parse `<model>/config.pbtxt`, or `<model>/configs/<name>.pbtxt` when that exists
-    (tritonserver's --model-config-name)."""
+    (tritonserver's --model-config-name). Without one the config is empty (auto-complete fills
+    it), or, when `required` (--disable-auto-complete-config), that is Triton's error."""
     path = os.path.join(model_dir, "config.pbtxt")
     if config_name:
         alt = os.path.join(model_dir, "configs", config_name + ".pbtxt")
         if os.path.isfile(alt):
             path = alt
     config = mc.ModelConfig()
+    if required and not os.path.isfile(path):
+        raise InvalidArgument(f"failed to open text file for read {path}: No such file or directory "
+                              f"(a model needs a config.pbtxt when auto-complete is disabled)")
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             try:
@@ -36,6 +40,35 @@ def read_config(model_dir: str, config_name: str = "") -> mc.ModelConfig:
             except text_format.ParseError as e:
                 raise InvalidArgument(f"failed to parse {os.path.relpath(path, os.path.dirname(model_dir))}: {e}")
     return config
+
+
+# Triton's server-side autofill (model_config_utils.cc AutoCompleteBackendFields), for the
+# backends this server shares with Triton, in Triton's order: the model file names the backend.
+_FILE_BACKENDS = (("model.onnx", "onnxruntime"), ("model.py", "python"))
+
+
+def fill_backend(config: mc.ModelConfig, model_dir: str):
+    """A config without backend or platform gets them (and default_model_filename) from the model
+    file: `default_model_filename` if given, else the first subfolder's files (as Triton, the first
+    version folder by name). In place; nothing found leaves the config as it is."""
+    if config.backend or config.platform:
+        return
+    backend = dict(_FILE_BACKENDS).get(config.default_model_filename)
+    if backend is None and not config.default_model_filename:
+        try:
+            subdirs = sorted(e for e in os.listdir(model_dir) if os.path.isdir(os.path.join(model_dir, e)))
+            found = set(os.listdir(os.path.join(model_dir, subdirs[0]))) if subdirs else set()
+        except OSError:
+            found = set()
+        backend = next((b for f, b in _FILE_BACKENDS if f in found), None)
+        if backend is None:  # this server's own backends (an Ascend OM: model.om)
+            backend = next((b for b in registry.names()
+                            if registry.spec(b).default_filename in found), None)
+    if backend is None:
+        return
+    config.backend = backend
+    if not config.default_model_filename:
+        config.default_model_filename = registry.spec(backend).default_filename
 
 
 def config_from_json(text: str) -> mc.ModelConfig:

@@ -2,6 +2,7 @@
 policy and config overrides), unload (waiting for requests in flight), state and reasons."""
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -105,10 +106,14 @@ class ModelEntry:
 
 
 class Repository:
-    def __init__(self, root: str, config_name: str = "", execution_timeout_s: float = 0):
+    def __init__(self, root: str, config_name: str = "", execution_timeout_s: float = 0,
+                 auto_complete: bool = True):
         self.root = os.path.realpath(root)
         self.config_name = config_name
         self.execution_timeout_s = execution_timeout_s
+        # Backends complete configs (inputs, outputs, max_batch_size; model.py's
+        # auto_complete_config) unless --disable-auto-complete-config; then config.pbtxt is required.
+        self.auto_complete = auto_complete
         self.entries = {}
         self.infer_internal = None   # set by the core: ensembles run steps through it
 
@@ -225,7 +230,8 @@ class Repository:
         e.state, e.reason = "LOADING", ""
         try:
             config = (config_util.config_from_json(override_json) if override_json
-                      else config_util.read_config(src_dir, self.config_name))
+                      else config_util.read_config(src_dir, self.config_name, required=not self.auto_complete))
+            config_util.fill_backend(config, src_dir)  # Triton's autofill: the model file names it
             config = config_util.normalize(config, name)
             registry.normalize(config, config_util.backend_of(config))
             new_versions = await self._load_versions(config, src_dir, _stack + (name,))
@@ -277,8 +283,9 @@ class Repository:
             cfg = mc.ModelConfig()
             cfg.CopyFrom(config)
             version_dir = os.path.join(model_dir, str(v))
-            out[v] = await loop.run_in_executor(
-                None, loader, cfg, v, model_dir, version_dir, self.execution_timeout_s)
+            out[v] = await loop.run_in_executor(None, functools.partial(
+                loader, cfg, v, model_dir, version_dir, self.execution_timeout_s,
+                auto_complete_config=self.auto_complete))
             out[v].refresh_specs()
         return out
 

@@ -55,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--load-model", action="append", default=[], help="model to load at start "
                    "(explicit mode only; repeatable; '*' = all)")
     p.add_argument("--model-config-name", default="", help="use <model>/configs/<name>.pbtxt where present")
+    p.add_argument("--disable-auto-complete-config", action="store_true",
+                   help="backends do not complete model configs (inputs, outputs, max_batch_size, "
+                        "model.py's auto_complete_config): every model needs a full config.pbtxt")
     p.add_argument("--strict-readiness", type=_bool, default=True, nargs="?", const=True)
     p.add_argument("--exit-on-error", type=_bool, default=False, nargs="?", const=True,
                    help="exit if any model fails to load")
@@ -114,7 +117,8 @@ def _credentials(args):
 
 
 async def serve(args) -> int:
-    repository = Repository(args.model_repository, args.model_config_name, args.model_execution_timeout)
+    repository = Repository(args.model_repository, args.model_config_name, args.model_execution_timeout,
+                            auto_complete=not args.disable_auto_complete_config)
     core = InferenceCore(repository, explicit_control=args.model_control_mode == "explicit",
                          strict_readiness=args.strict_readiness, max_inflight=args.max_inflight_requests)
     try:

@@ -174,9 +174,10 @@ class AisInstance(Instance):
 class OmModel(InstanceModel):
     """What every instance shares: the OM's tensors against the config, the gears, the split."""
 
-    def configure(self, om_inputs, om_outputs, gear_list):
+    def configure(self, om_inputs, om_outputs, gear_list, auto_complete_config=True):
         config = self.config
-        _autocomplete(config, om_inputs, om_outputs)
+        if auto_complete_config:  # off with --disable-auto-complete-config
+            _autocomplete(config, om_inputs, om_outputs)
         self.feed_order = _match(config.name, "input", [i.name for i in config.input], om_inputs,
                                  {i.name: dtypes.wire_from_config(i.data_type) for i in config.input})
         names = _match(config.name, "output", [o.name for o in config.output], om_outputs,
@@ -271,7 +272,8 @@ def _match(model_name, what, names, om, wire):
     return order
 
 
-def load(config, version: int, model_dir: str, version_dir: str, execution_timeout_s: float = 0):
+def load(config, version: int, model_dir: str, version_dir: str, execution_timeout_s: float = 0,
+         auto_complete_config: bool = True):
     interface = _interface(config.name)
     path = os.path.join(version_dir, config.default_model_filename or "model.om")
     if not os.path.isfile(path):
@@ -284,7 +286,7 @@ def load(config, version: int, model_dir: str, version_dir: str, execution_timeo
     try:
         first = pool.instances[0]
         model = OmModel(config, version, model_dir, pool, execution_timeout_s)
-        model.configure(first.om_inputs, first.om_outputs, gear_list)
+        model.configure(first.om_inputs, first.om_outputs, gear_list, auto_complete_config)
     except BaseException:
         pool.close()
         raise

@@ -109,8 +109,21 @@ class OrtInstance(Instance):
         self.session = None
 
 
+DEFAULT_MAX_BATCH_SIZE = 4  # Triton's --backend-config=default-max-batch-size default
+
+
 def _autocomplete(config, session):
-    """Fill inputs/outputs from the ONNX graph when the config leaves them out (Triton does)."""
+    """Fill inputs/outputs from the ONNX graph when the config leaves them out (Triton does). A
+    generated config (none of them given, max_batch_size 0) of a graph whose tensors all lead with
+    a dynamic dimension gets Triton's default max_batch_size and the dynamic batcher."""
+    tensors = list(session.get_inputs()) + list(session.get_outputs())
+    if (not config.input and not config.output and config.max_batch_size == 0 and tensors
+            and all(t.shape and not (isinstance(t.shape[0], int) and t.shape[0] > 0) for t in tensors)):
+        config.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+        if not config.HasField("sequence_batching") and not config.HasField("dynamic_batching"):
+            config.dynamic_batching.preferred_batch_size.append(DEFAULT_MAX_BATCH_SIZE)
+        log.info("model '%s': max_batch_size autofilled to %d (the graph batches; no configured "
+                 "inputs or outputs)", config.name, DEFAULT_MAX_BATCH_SIZE)
     mbs = config.max_batch_size
 
     def dims(shape):
@@ -139,9 +152,13 @@ def _check_against_graph(config, session):
                 raise InvalidArgument(
                     f"unexpected datatype {want} for {what} '{t.name}' of '{config.name}': the ONNX "
                     f"model has {g.type}")
+    if len(config.input) != len(graph_in):  # (an input left out: only auto-complete adds it)
+        raise InvalidArgument(f"unable to load model '{config.name}', configuration expects "
+                              f"{len(config.input)} inputs, model provides {len(graph_in)}")
 
 
-def load(config, version: int, model_dir: str, version_dir: str, execution_timeout_s: float = 0):
+def load(config, version: int, model_dir: str, version_dir: str, execution_timeout_s: float = 0,
+         auto_complete_config: bool = True):
     path = os.path.join(version_dir, config.default_model_filename or "model.onnx")
     if os.path.isdir(path):
         path = os.path.join(path, "model.onnx")
@@ -161,13 +178,15 @@ def load(config, version: int, model_dir: str, version_dir: str, execution_timeo
         for name, group, device in placements])
     try:
         session = pool.instances[0].session
-        _autocomplete(config, session)
+        if auto_complete_config:  # off with --disable-auto-complete-config
+            _autocomplete(config, session)
         _check_against_graph(config, session)
     except BaseException:
         pool.close()
         raise
     for inst in pool.instances:
         inst.outputs = [o.name for o in config.output]
+        inst.batching = config.max_batch_size > 0
     meta = session.get_modelmeta().custom_metadata_map
     for key, value in meta.items():
         if key not in config.parameters:
