@@ -11,6 +11,7 @@ from . import registry
 from .errors import InvalidArgument
 
 KIND = mc.ModelInstanceGroup
+DECOUPLED_BACKENDS = ("python",)  # backends whose models may send any number of responses
 
 
 def backend_of(config: mc.ModelConfig) -> str:
@@ -99,6 +100,9 @@ def normalize(config: mc.ModelConfig, model_name: str) -> mc.ModelConfig:
         cfg.backend = "onnxruntime"
     if cfg.max_batch_size < 0:
         raise InvalidArgument(f"'max_batch_size' must be non-negative value for {model_name}")
+    if cfg.model_transaction_policy.decoupled and backend not in DECOUPLED_BACKENDS:
+        raise InvalidArgument(f"model '{model_name}': the {backend} backend does not support the decoupled "
+                              f"transaction policy here (only {', '.join(DECOUPLED_BACKENDS)} models stream)")
     if not cfg.HasField("version_policy"):
         cfg.version_policy.latest.num_versions = 1
     elif cfg.version_policy.HasField("latest") and cfg.version_policy.latest.num_versions == 0:

@@ -103,3 +103,4 @@ def test_a_configured_backend_is_kept(tmp_path):
     config_util.fill_backend(config, str(tmp_path))
     assert (config.backend, config.default_model_filename) == ("", "")
     assert json.loads(config_util.to_json(config))["platform"] == "onnxruntime_onnx"
+

@@ -14,6 +14,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from backend import config as config_util
+from proto import model_config_pb2 as mc
 from tests.backend.rpc_helpers import expect_error, infer_input
 from tests.conftest import subset_repo
 from tests.serverproc import start_server
@@ -267,3 +269,11 @@ def test_statistics_count_a_request_when_execute_returns(dec):
                 if ln.startswith('nv_inference_request_success{model="repeat",version="1"}'))
     assert float(line.split()[-1]) == after["success"]
 
+
+def test_decoupled_policy_is_refused_for_backends_that_cannot_stream():
+    config = mc.ModelConfig(backend="onnxruntime")
+    config.model_transaction_policy.decoupled = True
+    with pytest.raises(Exception, match="the onnxruntime backend does not support the decoupled transaction policy"):
+        config_util.normalize(config, "m")
+    config.backend = "python"
+    assert config_util.normalize(config, "m").model_transaction_policy.decoupled
