@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 
 from proto import model_config_pb2 as mc
 
@@ -226,6 +227,8 @@ class Repository:
             await self._load_entry(e, name, override_json, src_dir, tmpdir, _stack)
 
     async def _load_entry(self, e, name, override_json, src_dir, tmpdir, _stack):
+        started = time.monotonic()
+        log.debug("loading '%s' from %s", name, src_dir)
         old_versions = dict(e.versions)
         e.state, e.reason = "LOADING", ""
         try:
@@ -248,6 +251,7 @@ class Repository:
         old_tmp, e.tmpdir = e.tmpdir, tmpdir
         for v, model in new_versions.items():
             log.info("successfully loaded '%s' version %d (%s)", name, v, model.platform)
+        log.debug("'%s' loaded in %.0f ms", name, (time.monotonic() - started) * 1e3)
         # Retire replaced versions once their requests finish.
         retired = [m for v, m in old_versions.items() if new_versions.get(v) is not m]
         if retired or old_tmp:

@@ -233,6 +233,8 @@ class InstanceModel(Model):
                                 f"{len(batch)} requests")] * len(batch)
         total = sum(p.batch for p in batch)
         self.stats.execution_done(total, timing)
+        log.debug("'%s' instance '%s': %d request(s), batch size %d, %.1f ms", self.name,
+                  instance.name, len(batch), total, (time.monotonic_ns() - started) / 1e6)
         for p, result in zip(batch, results):
             if p.future.done():
                 continue

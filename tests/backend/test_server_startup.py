@@ -150,3 +150,18 @@ def test_shutdown_within_exit_timeout_secs(small_repo):
         s.stop()
     assert code == 0
     assert grace - 0.1 <= took < grace + 0.6, (took, s.log[-1500:])
+
+
+def test_log_verbose_shows_the_servers_own_work(small_repo):
+    with start_server(small_repo, "--log-verbose", "1") as s:
+        client = grpcclient.InferenceServerClient(s.url)
+        client.infer("identity", [infer_input("INPUT0", np.zeros((1, 4), np.float32))])
+        assert wait_for(lambda: "backend.scheduler]" in s.log, 5)
+    debug = [line for line in s.log.splitlines() if " D " in line]
+    assert debug, s.log
+    assert all(" D backend." in line for line in debug), "no library noise at level 1"
+    log = s.log
+    assert "D backend.repository] loading 'identity'" in log        # model loads
+    assert "D backend.core] request" in log and "'identity'" in log  # request routing
+    assert "D backend.scheduler] 'identity' instance" in log         # batch size and time
+    assert "batch size 1" in log and " ms" in log
