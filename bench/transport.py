@@ -239,15 +239,26 @@ def _fmt(v, spec=".1f"):
     return "—" if v is None else format(v, spec)
 
 
+def _paired_ratio(ours: list, peer: list) -> str:
+    """Median (min-max) of the per-round ratios: each round measures both servers back to back,
+    so a pair shares the machine's load of that moment."""
+    ratios = [a["infer_per_s"] / b["infer_per_s"] for a, b in zip(ours, peer) if a and b]
+    if not ratios:
+        return "—"
+    text = f"{statistics.median(ratios):.2f}"
+    return text + (f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else "")
+
+
 def report(results: dict, servers: list, cases: list, args) -> str:
-    """The Markdown table: medians over rounds, ratios of medians."""
+    """The Markdown table: medians over rounds; ours ÷ PyTriton from the rounds' pairs, HTTP ÷ gRPC
+    from the medians."""
     med = {(s, p, c): {k: _median(results[(s, p, c)], k) for k in (*PATTERNS, "stability")}
            for s in servers for p, c in cases}
     lines = []
     head = "| protocol | concurrency | ours infer/s | ours p50 ms"
     rule = "|---|---|---|---"
     if PEER in servers:
-        head += " | PyTriton infer/s | PyTriton p50 ms | ours ÷ PyTriton"
+        head += " | PyTriton infer/s | PyTriton p50 ms | ours ÷ PyTriton (range)"
         rule += "|---|---|---"
     head += " | HTTP ÷ gRPC (ours" + (", PyTriton)" if PEER in servers else ")")
     rule += "|---|"
@@ -259,8 +270,7 @@ def report(results: dict, servers: list, cases: list, args) -> str:
         if PEER in servers:
             peer = med[(PEER, p, c)]
             row += [_fmt(peer["infer_per_s"]), _fmt(peer["p50_us"] and peer["p50_us"] / 1000, ".2f")]
-            both = ours.get("infer_per_s") and peer["infer_per_s"]
-            row.append(_fmt(both and ours["infer_per_s"] / peer["infer_per_s"], ".2f"))
+            row.append(_paired_ratio(results[(OURS, p, c)], results[(PEER, p, c)]) if OURS in servers else "—")
         ratio = []
         if p == "http":
             for s in servers:

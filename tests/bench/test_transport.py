@@ -100,3 +100,14 @@ def _live_in_group(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             live.append(int(stat.split("/")[2]))
     return live
+
+
+def test_report_pairs_rounds_and_divides_medians():
+    def r(ips):
+        return {"infer_per_s": ips, "p50_us": 1000.0}
+    results = {("ours", "grpc", 1): [r(80), r(60), r(90)], ("pytriton", "grpc", 1): [r(40), None, r(100)],
+               ("ours", "http", 1): [r(40), r(40), r(50)], ("pytriton", "http", 1): [r(40), r(20), r(50)]}
+    rows = transport.report(results, ["ours", "pytriton"], [("grpc", 1), ("http", 1)], None).splitlines()
+    # gRPC: rounds 1 and 3 pair up (80/40, 90/100); HTTP ÷ gRPC: medians 40/80 (ours), 40/70 (PyTriton)
+    assert rows[2] == "| grpc | 1 | 80.0 | 1.00 | 70.0 | 1.00 | 1.45 (0.90–2.00) |  |"
+    assert rows[3] == "| http | 1 | 40.0 | 1.00 | 40.0 | 1.00 | 1.00 (1.00–2.00) | 0.50 / 0.57 |"
