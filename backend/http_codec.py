@@ -24,6 +24,8 @@ def json_body(body: bytes, what: str, default=None):
         if default is not None:
             return default
         raise InvalidArgument(f"{what}: the request body is empty, expected a JSON object")
+    if isinstance(body, memoryview):
+        body = body.tobytes()  # (the JSON part only: json reads bytes, not views)
     try:
         value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

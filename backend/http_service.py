@@ -27,12 +27,31 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
-async def _body(request) -> bytes:
-    """The request body, decompressed by aiohttp when sent with Content-Encoding gzip or deflate
-    (tritonclient's request compression)."""
+async def _body(request, limit: int):
+    """The request body: read straight into one buffer of Content-Length bytes (aiohttp's read()
+    grows a bytearray and copies it to bytes: three copies of a 12 MB tensor), or through aiohttp
+    when the length is not known or the body is compressed (it decompresses gzip and deflate:
+    tritonclient's request compression)."""
+    length = request.content_length
     try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
+        if length is None or request.headers.get("Content-Encoding", "identity") != "identity":
+            return await request.read()
+        if length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
+        buf = bytearray(length)
+        view = memoryview(buf)
+        pos = 0
+        async for chunk in request.content.iter_any():
+            if pos + len(chunk) > length:
+                raise InvalidArgument("the request body is longer than its Content-Length")
+            view[pos:pos + len(chunk)] = chunk
+            pos += len(chunk)
+        if pos != length:
+            raise InvalidArgument(f"the request body ended after {pos} of its {length} bytes")
+        # read-only, as gRPC's bytes: a model that writes into an input gets its own copy
+        # (pb_utils), so an ensemble's other steps never see the change
+        return view.toreadonly()
+    except (web.HTTPException, ServerError):
         raise
     except Exception as e:  # aiohttp's RequestPayloadError: a body that does not decode
         # (its text is "400, message:\n  <reason>": the reason is the last line)
@@ -44,6 +63,7 @@ class HttpService:
                  max_request_bytes: int = 2**31 - 1):
         self.core = core
         self.restrictions = restrictions or Restrictions(flag="--http-restricted-api")
+        self.max_request_bytes = max_request_bytes
         self.app = web.Application(client_max_size=max_request_bytes, middlewares=[self._errors])
         self._routes()
 
@@ -128,7 +148,7 @@ class HttpService:
     # ---- inference -----------------------------------------------------------------------------
     async def infer(self, request):
         m = request.match_info
-        body = await _body(request)
+        body = await _body(request, self.max_request_bytes)
         wire = codec.decode_infer(m["model"], m.get("version", ""), body,
                                   request.headers.get(codec.HEADER_LENGTH))
         transport = request.transport
@@ -154,7 +174,7 @@ class HttpService:
 
     # ---- repository ----------------------------------------------------------------------------
     async def repository_index(self, request):
-        body = codec.json_body(await _body(request), "repository index", default={})
+        body = codec.json_body(await _body(request, self.max_request_bytes), "repository index", default={})
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidArgument("repository index: 'ready' must be a boolean")
@@ -163,13 +183,13 @@ class HttpService:
 
     async def load(self, request):
         name = request.match_info["model"]
-        body = codec.json_body(await _body(request), f"load of model '{name}'", default={})
+        body = codec.json_body(await _body(request, self.max_request_bytes), f"load of model '{name}'", default={})
         await self.core.load(name, codec.repository_parameters(body, f"load of model '{name}'"))
         return web.Response(status=200)
 
     async def unload(self, request):
         name = request.match_info["model"]
-        body = codec.json_body(await _body(request), f"unload of model '{name}'", default={})
+        body = codec.json_body(await _body(request, self.max_request_bytes), f"unload of model '{name}'", default={})
         params = codec.repository_parameters(body, f"unload of model '{name}'")
         if not isinstance(params.get("unload_dependents", False), bool):
             raise InvalidArgument("'unload_dependents' must be a boolean")
@@ -194,7 +214,7 @@ class HttpService:
         region = request.match_info["region"]
         if self._cuda(request):
             raise Unsupported("CUDA shared memory is not supported by this server (no GPU support)")
-        body = codec.json_body(await _body(request), f"register of shared memory region '{region}'")
+        body = codec.json_body(await _body(request, self.max_request_bytes), f"register of shared memory region '{region}'")
         key = body.get("key")
         offset = body.get("offset", 0)
         size = body.get("byte_size")
