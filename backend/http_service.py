@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from . import http_codec as codec
-from .core import InferenceCore
+from .core import HTTP_DECOUPLED, InferenceCore
 from .errors import Forbidden, InvalidArgument, NotFound, ServerError, Unsupported
 from .restrictions import Restrictions
 
@@ -152,7 +152,8 @@ class HttpService:
         wire = codec.decode_infer(m["model"], m.get("version", ""), body,
                                   request.headers.get(codec.HEADER_LENGTH))
         transport = request.transport
-        result = await self.core.infer_request(wire, lambda: transport is None or transport.is_closing())
+        result = await self.core.infer_request(wire, lambda: transport is None or transport.is_closing(),
+                                               decoupled_error=HTTP_DECOUPLED)
         header, chunks = codec.encode_infer(result, bool(wire.parameters.get("binary_data_output", False)))
         if not chunks:
             response = web.Response(body=header, content_type="application/json")

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from backend import config as config_util
@@ -268,6 +269,19 @@ def test_statistics_count_a_request_when_execute_returns(dec):
     line = next(ln for ln in text.splitlines()
                 if ln.startswith('nv_inference_request_success{model="repeat",version="1"}'))
     assert float(line.split()[-1]) == after["success"]
+
+
+def test_http_refuses_a_decoupled_model_with_tritons_error(dec):
+    client = httpclient.InferenceServerClient(dec.http_url)
+    inputs = []
+    for name, arr in (("IN", np.array([1], np.int32)), ("DELAY", np.array([0], np.uint32))):
+        inp = httpclient.InferInput(name, [1], "INT32" if arr.dtype == np.int32 else "UINT32")
+        inp.set_data_from_numpy(arr)
+        inputs.append(inp)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("repeat", inputs)
+    assert "HTTP end point doesn't support models with decoupled transaction policy" in info.value.message()
+    assert client.is_model_ready("repeat")  # the server goes on
 
 
 def test_decoupled_policy_is_refused_for_backends_that_cannot_stream():
