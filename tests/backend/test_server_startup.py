@@ -149,7 +149,8 @@ def test_shutdown_within_exit_timeout_secs(small_repo):
     finally:
         s.stop()
     assert code == 0
-    assert grace - 0.1 <= took < grace + 0.6, (took, s.log[-1500:])
+    # The old bound waited one more second past the grace period: S + 1 would fail here.
+    assert grace - 0.1 <= took < grace + 0.8, (took, s.log[-1500:])
 
 
 def test_log_verbose_shows_the_servers_own_work(small_repo):
