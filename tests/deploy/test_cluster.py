@@ -290,7 +290,24 @@ def test_restart_brings_a_dead_replica_back_on_its_ports(slow_repo, tmp_path):
                 infer_slow(front, 1)
                 time.sleep(0.05)
         assert successes(victim["grpc"]) > 0
-        assert launcher.stop() == 0
+        state = json.loads(launcher.state_path.read_text())
+        assert launcher.stop(signal.SIGINT) == 0   # Ctrl-C stops it as SIGTERM does
+    assert not [a for r in state["replicas"] for a in (r["grpc"], r["http"]) if listening(a)]
+    assert not listening(state["grpc"])
+
+
+def test_children_stop_when_the_launcher_is_killed(slow_repo, tmp_path):
+    with Launcher(slow_repo, tmp_path, replicas=1) as launcher:
+        pids = [launcher.state["nginx_pid"], launcher.state["replicas"][0]["pid"]]
+        launcher.stop(signal.SIGKILL)
+        end = time.monotonic() + 30
+        while any(pid_alive(p) for p in pids) and time.monotonic() < end:
+            time.sleep(0.1)
+        left = [p for p in pids if pid_alive(p)]
+        for pid in left:   # each leads its own process group (nginx's workers are in it)
+            os.killpg(pid, signal.SIGKILL)
+        assert not left
+        assert not listening(launcher.state["grpc"])
 
 
 def test_missing_nginx_says_how_to_install_it(monkeypatch, tmp_path, capsys):
