@@ -1,10 +1,11 @@
 """Several servers that serve the same model, used as one: `--url a:8001,b:8001`.
 
-Each call goes to the endpoint with the fewest of this client's calls in flight. A call that
-fails with UNAVAILABLE (the server refused it, or the connection was lost or could not be made) is
-sent again to another endpoint; an endpoint whose server is no longer live rests a few seconds
-before it is tried again (a restarted replica comes back). A single URL, a server or a load
-balancer in front of several, works as before: nothing to retry on.
+Each call goes to the endpoint with the fewest of this client's calls in flight (the one used
+longest ago among equals). A call that fails with UNAVAILABLE (the server refused it, or the
+connection was lost or could not be made) is sent again to another endpoint, and the endpoint that
+failed rests a few seconds: it is picked only when no other is left, so a replica that is gone (or
+overloaded) costs one retry, not one per image, and a restarted replica comes back. A single URL,
+a server or a load balancer in front of several, works as before: nothing to retry on.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Endpoints:
         self.clients: list[grpcclient.InferenceServerClient] = []
         self._in_flight = [0] * len(self.conns)
         self._rest_until = [0.0] * len(self.conns)
+        self._picked = [0] * len(self.conns)   # when each was last picked (a call counter)
+        self._calls = 0
         self._lock = threading.Lock()
         self.retries = 0   # calls sent again to another endpoint
 
@@ -81,9 +84,8 @@ class Endpoints:
                 if err.status() != UNAVAILABLE:
                     raise
                 tried.add(i)
-                if lost_server(err, self.clients[i]):
-                    with self._lock:
-                        self._rest_until[i] = time.monotonic() + REST_S
+                with self._lock:
+                    self._rest_until[i] = time.monotonic() + REST_S
                 if len(tried) == len(self.clients):
                     raise
                 with self._lock:
@@ -95,11 +97,14 @@ class Endpoints:
     def _take(self, tried: set[int]) -> int:
         with self._lock:
             now = time.monotonic()
-            # Endpoints not resting first, the fewest calls in flight among them; then the one
-            # that has rested longest (it may be back).
-            i = min((i for i in range(len(self.clients)) if i not in tried),
-                    key=lambda i: (self._rest_until[i] > now, self._rest_until[i] if
-                                   self._rest_until[i] > now else self._in_flight[i]))
+
+            def order(i):   # not resting first: fewest in flight, then used longest ago;
+                resting = self._rest_until[i] > now   # then the one whose rest ends first
+                return (resting, self._rest_until[i]) if resting else (
+                    resting, self._in_flight[i], self._picked[i])
+            i = min((i for i in range(len(self.clients)) if i not in tried), key=order)
+            self._calls += 1
+            self._picked[i] = self._calls
             self._in_flight[i] += 1
             return i
 
