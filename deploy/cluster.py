@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend import cli
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "nginx" / "nginx.conf.template"
 DEFAULT_STATE = Path("results/cluster.json")
@@ -367,8 +369,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     server_args = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(prog="python -m deploy.cluster", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(
+        prog="python -m deploy.cluster", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=cli.exit_codes_help(details={
+            cli.EXIT_OK: "stopped by SIGTERM or SIGINT",
+            cli.EXIT_FAILED: "a usage error (one line on stderr), nginx missing, a process that "
+                             "did not start, or nginx or every replica gone"}))
     p.add_argument("--replicas", type=int, default=2, help="server processes (default 2)")
     p.add_argument("--model-repository", required=True)
     p.add_argument("--host", default="127.0.0.1",
@@ -385,6 +392,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.replicas < 1:
         p.error("--replicas must be at least 1")
+    if not Path(args.model_repository).is_dir():
+        p.error(f"--model-repository {args.model_repository}: no such folder")
     args.server_args = server_args
     return args
 
@@ -395,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname).1s cluster] %(message)s")
     nginx = find_nginx()
     if not nginx:
-        print(f"error: {INSTALL_HINT}", file=sys.stderr)
-        return 1
+        cli.report(INSTALL_HINT)
+        return cli.EXIT_FAILED
     args.state.parent.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(args, nginx)
     for sig in (signal.SIGTERM, signal.SIGINT):
