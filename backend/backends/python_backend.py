@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 import types
+import weakref
 
 import numpy as np
 
@@ -258,6 +259,7 @@ class PythonInstance(Instance):
             log.warning("%s", err.message)
             for pb_req in pb_requests:
                 pb_req.get_response_sender()._close()  # as Triton: no responses after a failure
+                getattr(pb_req, "_ended", []).append(True)  # the core ends these requests
             return [err] * len(requests), Timing(0, t1 - t0, time.monotonic_ns() - t1, 0)
         return out, Timing(0, t1 - t0, t2 - t1, time.monotonic_ns() - t2)
 
@@ -307,13 +309,31 @@ class PythonInstance(Instance):
             request_id=req.id, parameters=json.dumps(_jsonable(req.parameters)),
             timeout=req.timeout_us)
         pb_req._cancel_check = req.is_cancelled
-        sink = functools.partial(self._send, req) if self.decoupled else None
-        pb_req._sender = pb_utils.InferenceResponseSender(sink, self.decoupled, pb_req.is_cancelled)
+        if not self.decoupled:
+            pb_req._sender = pb_utils.InferenceResponseSender(None, False, pb_req.is_cancelled)
+            return pb_req
+        ended = pb_req._ended = []  # non-empty once the request's final item was queued
+        # (no reference back to pb_req: the sender is freed, and its finalizer runs, when the
+        # model lets go of it)
+        pb_req._sender = pb_utils.InferenceResponseSender(
+            functools.partial(self._send, req, ended), True,
+            functools.partial(_cancelled, pb_req._cancelled, req.is_cancelled))
+        weakref.finalize(pb_req._sender, self._sender_dropped, req, ended)
         return pb_req
 
-    def _send(self, req, response, final):
+    def _sender_dropped(self, req, ended):
+        """The model let go of a request's sender without the final flag: the request ends (with
+        the flag alone) rather than keep its stream waiting forever (Triton's would)."""
+        if not ended:
+            log.warning("model '%s': the response sender of request '%s' was dropped without the final "
+                        "flag: the request ends here", self.model_name, req.id)
+            req.responses.send(None, True)
+
+    def _send(self, req, ended, response, final):
         """A decoupled model sent a response (from whichever thread): pruned to the requested
         outputs and copied (the model may reuse its arrays once send returns), then queued."""
+        if final:
+            ended.append(True)
         if response is not None and not isinstance(response, ServerError):
             if response.has_error():
                 response = error_from_triton(response.error())
@@ -355,6 +375,10 @@ class PythonInstance(Instance):
                     self.loop.close()
             # The model object goes now: what it holds (custom metrics...) is released.
             self.obj = self._execute = None
+
+
+def _cancelled(flag, check) -> bool:
+    return flag.is_set() or (check is not None and bool(check()))
 
 
 def _parameters(resp) -> dict:

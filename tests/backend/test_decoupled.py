@@ -176,6 +176,18 @@ def test_execute_failures_end_the_request_with_tritons_messages(dec):
     ])
 
 
+def test_a_request_whose_sender_is_dropped_without_the_final_flag_ends(dec):
+    s = Stream(dec.url)
+    try:
+        s.send("repeat", repeat_inputs([1]), "dropped", parameters={"mode": "drop"},
+               enable_empty_final_response=True)
+        (result, err), = s.take(1)
+    finally:
+        s.close()
+    assert err is None and final_flag(result) and result.get_response().id == "dropped"
+    assert "the response sender of request 'dropped' was dropped without the final flag" in dec.log
+
+
 def test_a_cancelled_stream_is_seen_by_the_sender_and_the_request(dec):
     s = Stream(dec.url)
     s.send("repeat", repeat_inputs([1, 2, 3, 4, 5], [0, 400, 400, 400, 400]), "c-1")

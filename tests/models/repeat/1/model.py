@@ -21,6 +21,8 @@ class TritonPythonModel:
                 raise pb_utils.TritonModelException("repeat was asked to raise")
             if params.get("mode") == "return":
                 return [None]
+            if params.get("mode") == "drop":
+                continue  # never sends, not even the final flag
             values = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
             delays = pb_utils.get_input_tensor_by_name(request, "DELAY").as_numpy()
             thread = threading.Thread(target=self._respond, daemon=True, args=(
