@@ -62,11 +62,12 @@ class InstancePool:
 
 
 class _Pending:
-    __slots__ = ("request", "future", "enqueued", "batch", "deadline")
+    __slots__ = ("request", "future", "enqueued", "batch", "deadline", "running")
 
     def __init__(self, request, future, batch, deadline):
         self.request, self.future, self.batch, self.deadline = request, future, batch, deadline
         self.enqueued = time.monotonic_ns()
+        self.running = False  # set by the instance's thread when its execution starts
 
 
 class InstanceModel(Model):
@@ -77,7 +78,10 @@ class InstanceModel(Model):
         self.pool = pool
         self.instances = pool.instances
         self.execution_timeout_s = execution_timeout_s
-        self._free = collections.deque(self.instances)
+        self._free = collections.deque(self.instances)  # idle instances, longest idle first
+        self._once = collections.deque()  # instances running one execution, oldest first
+        self._load = {id(i): 0 for i in self.instances}  # executions handed to each instance's thread
+        self._staged = set()  # requests handed to a thread, until their execution ends
         self._queue = collections.deque()
         self._wakeup = None
         self._task = None
@@ -89,6 +93,12 @@ class InstanceModel(Model):
         self.max_queue_size = policy.max_queue_size if policy is not None else 0
         self.default_timeout_us = policy.default_timeout_microseconds if policy is not None else 0
         self.allow_timeout_override = policy.allow_timeout_override if policy is not None else False
+        # Without a dynamic batcher, a busy instance is handed its next execution at once: it waits
+        # on the instance's thread and starts the moment the previous one returns, with no round
+        # trip through the event loop in between (what keeps a device busy). Not with a batcher
+        # (its batches would form early, its queue policy counts what waits) nor with an
+        # execution timeout (measured from the start), nor for a request with a queue timeout.
+        self.prefetch = db is None and not execution_timeout_s
 
     def _start(self):
         if self._task is None:
@@ -106,7 +116,10 @@ class InstanceModel(Model):
         future = asyncio.get_running_loop().create_future()
         pending = _Pending(request, future, request.batch_size(self.max_batch_size), deadline)
         self._queue.append(pending)
-        self._wakeup.set()
+        if self.batching or deadline:
+            self._wakeup.set()  # run() forms the batch, or watches the deadline
+        if not self.batching:
+            self._dispatch()
         try:
             return await future
         except asyncio.CancelledError:
@@ -155,7 +168,8 @@ class InstanceModel(Model):
         return batch
 
     def pending_requests(self) -> int:
-        return sum(1 for p in self._queue if not p.future.done())
+        queued = sum(1 for p in self._queue if not p.future.done())
+        return queued + sum(1 for p in self._staged if not p.running and not p.future.done())
 
     def _queued_items(self):
         return sum(p.batch for p in self._queue if not p.future.done())
@@ -163,7 +177,9 @@ class InstanceModel(Model):
     async def _run(self):
         while True:
             self._expire(time.monotonic_ns())
-            if not self._queue or not self._free:
+            if not self.batching:
+                self._dispatch()
+            if not self._queue or not self._free or not self.batching:
                 self._wakeup.clear()
                 timeout = None
                 deadlines = [p.deadline for p in self._queue if p.deadline]
@@ -194,14 +210,38 @@ class InstanceModel(Model):
             batch = [p for p in batch if not p.future.done()]
             if not batch:
                 continue
-            instance = self._free.popleft()
-            asyncio.get_running_loop().create_task(self._execute(instance, batch))
+            self._submit(self._take_instance(), batch)
 
-    async def _execute(self, instance, batch):
-        started = time.monotonic_ns()
+    def _dispatch(self):
+        """Without a batcher: hand queued requests to instances while one can take them."""
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():
+                self._queue.popleft()
+                continue
+            if not self._free and not (self.prefetch and self._once and not head.deadline):
+                return
+            self._submit(self._take_instance(), [self._queue.popleft()])
+
+    def _take_instance(self):
+        """An idle instance, else (prefetch) the one whose execution started first."""
+        if self._free:
+            instance = self._free.popleft()
+            self._once.append(instance)
+        else:
+            instance = self._once.popleft()
+        self._load[id(instance)] += 1
+        return instance
+
+    def _submit(self, instance, batch):
+        """The batch to the instance's thread now; its outcome is collected by a task."""
         loop = asyncio.get_running_loop()
-        requests = [p.request for p in batch]
-        work = loop.run_in_executor(self.pool.executor(instance), instance.execute, requests)
+        self._staged.update(batch)
+        work = loop.run_in_executor(self.pool.executor(instance), _run_on_instance, instance, batch)
+        loop.create_task(self._execute(instance, batch, work))
+
+    async def _execute(self, instance, batch, work):
+        started = time.monotonic_ns()  # (until the thread says when it began)
         release = True
         try:
             if self.execution_timeout_s:
@@ -218,7 +258,7 @@ class InstanceModel(Model):
                             p.future.set_exception(err)
                     log.error("%s", err.message)
                     return
-            results, timing = await work
+            started, batch, results, timing = await work
         except ServerError as e:
             results, timing = [e] * len(batch), Timing()
         except Exception as e:  # a backend bug, not the client's fault
@@ -226,8 +266,11 @@ class InstanceModel(Model):
             results, timing = [Internal(f"model '{self.name}' instance '{instance.name}' failed: {e}")] \
                 * len(batch), Timing()
         finally:
+            self._staged.difference_update(batch)
             if release:
                 self._release(instance)
+        if not batch:
+            return  # every request had gone while it waited
         if len(results) != len(batch):
             results = [Internal(f"model '{self.name}' returned {len(results)} responses for "
                                 f"{len(batch)} requests")] * len(batch)
@@ -246,7 +289,14 @@ class InstanceModel(Model):
             p.future.set_result(result)
 
     def _release(self, instance):
-        self._free.append(instance)
+        left = self._load[id(instance)] = self._load[id(instance)] - 1
+        if left:
+            self._once.append(instance)  # its prefetched execution runs now
+        else:
+            self._once.remove(instance)
+            self._free.append(instance)
+        if not self.batching:
+            self._dispatch()
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -257,6 +307,22 @@ class InstanceModel(Model):
             if not p.future.done():
                 p.future.set_exception(Unavailable(f"model '{self.name}' was unloaded"))
         await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
+
+
+def _run_on_instance(instance, batch):
+    """On the instance's thread: execute the requests of the batch still wanted (a client may
+    have gone while they waited behind the previous execution). Returns (start ns, those
+    requests, their results, Timing)."""
+    started = time.monotonic_ns()
+    live = []
+    for p in batch:
+        if not p.future.done():  # (a read of the future's state; it is set on the event loop)
+            p.running = True
+            live.append(p)
+    if not live:
+        return started, live, [], Timing()
+    results, timing = instance.execute([p.request for p in live])
+    return started, live, results, timing
 
 
 def _close_instance(instance, executor):
