@@ -170,6 +170,20 @@ def save_pictures(dataset: coco.CocoImages, done: dict[int, list[dict]], image_i
         write_png(vis_dir / f"{dataset.path(image_id).stem}.png", picture)
 
 
+def finish(args: argparse.Namespace, dataset: coco.CocoImages, done: dict[int, list[dict]],
+           evaluated: list[int], failures: list[dict]) -> int:
+    """The pictures (--vis-dir), the failed images on stderr, and the exit code of a run."""
+    if args.vis_dir:
+        save_pictures(dataset, done, evaluated, args.vis_dir)
+        print(f"pictures of {len(evaluated)} images in {args.vis_dir}")
+    if failures:
+        print(f"\n{len(failures)} image(s) failed:", file=sys.stderr)
+        for f in failures:
+            print(f"  {f['image_id']} {f['file']}: {f['error']}", file=sys.stderr)
+        return EXIT_FAILED_IMAGES
+    return 0
+
+
 def run_oracle(args: argparse.Namespace, dataset: coco.CocoImages, image_ids: list[int]) -> int:
     """--oracle: the client's own results file, evaluation and table, no server."""
     from client import oracle
@@ -193,15 +207,7 @@ def run_oracle(args: argparse.Namespace, dataset: coco.CocoImages, image_ids: li
         "annotation_file": str(dataset.annotation_file), "image_dir": str(dataset.image_dir),
         "images": len(image_ids), "evaluated_images": len(evaluated), "people": len(results),
         "stats": stats, "keypoint_error": run.summary(), "failures": failures})
-    if args.vis_dir:
-        save_pictures(dataset, run.done, evaluated, args.vis_dir)
-        print(f"pictures of {len(evaluated)} images in {args.vis_dir}")
-    if failures:
-        print(f"\n{len(failures)} image(s) failed:", file=sys.stderr)
-        for f in failures:
-            print(f"  {f['image_id']} {f['file']}: {f['error']}", file=sys.stderr)
-        return EXIT_FAILED_IMAGES
-    return 0
+    return finish(args, dataset, run.done, evaluated, failures)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,15 +298,7 @@ def _main(argv: list[str] | None) -> int:
         "retries": endpoints.retries,
     })
 
-    if args.vis_dir:
-        save_pictures(dataset, state.done, evaluated, args.vis_dir)
-        print(f"pictures of {len(evaluated)} images in {args.vis_dir}")
-    if failures:
-        print(f"\n{len(failures)} image(s) failed:", file=sys.stderr)
-        for f in failures:
-            print(f"  {f['image_id']} {f['file']}: {f['error']}", file=sys.stderr)
-        return EXIT_FAILED_IMAGES
-    return 0
+    return finish(args, dataset, state.done, evaluated, failures)
 
 
 if __name__ == "__main__":
