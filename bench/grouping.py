@@ -16,7 +16,7 @@ from bench.timing import timed
 from hrnet.grouping import GroupingParams, group
 from hrnet.synthetic import CENTER, MAPS, SCALE, network_like
 
-CASES = (("3 people", 3), ("20 people", 20), ("crowded, 50 people", 50))
+CASES = (("3 people", 3), ("20 people", 20), ("crowded, 50 people", 50), ("crowded, 60 people", 60))
 
 
 def main(argv=None):

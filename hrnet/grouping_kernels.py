@@ -363,6 +363,11 @@ def _is_max(slots, store, k, y, x, v, halo):
     """MaxPool(2*halo+1, stride 1, padding -inf) of the cached heat equals v at (y, x) (for
     _candidate pixels only: their windows' cells are computed)."""
     height, width = slots.shape[1] * CELL, slots.shape[2] * CELL
+    if halo > 0:  # the four nearest first: on a slope one of them is higher
+        if (y > 0 and _cached(slots, store, k, y - 1, x) > v) or (x > 0 and _cached(slots, store, k, y, x - 1) > v) \
+                or (x + 1 < width and _cached(slots, store, k, y, x + 1) > v) \
+                or (y + 1 < height and _cached(slots, store, k, y + 1, x) > v):
+            return False
     for yy in range(max(0, y - halo), min(height, y + halo + 1)):
         for xx in range(max(0, x - halo), min(width, x + halo + 1)):
             if _cached(slots, store, k, yy, xx) > v:
@@ -370,40 +375,81 @@ def _is_max(slots, store, k, y, x, v, halo):
     return True
 
 
+_LEVELS = 32  # bound levels of _maxima_above's best-first visit
+_BATCH = 64  # cells at least per step of it, but for the last
+
+
 @njit(cache=True, nogil=True)
-def _maxima_above(R, C, bound, k, thr, halo):
-    """(flat indices, values) of joint k's NMS maxima with heat > thr, cell by cell, given the
-    heat bound per cell [h, w]."""
+def _maxima_above(R, C, bound, k, thr, halo, enough):
+    """(flat indices, values) of joint k's NMS maxima with heat > thr, given the heat bound per
+    cell [h, w]: the `enough` largest of them at least (all of them when there are no more).
+    Cells are visited by descending bound, a level (an equal part of the range of bounds) at a
+    time, until `enough` maxima are found and the least of the `enough` largest exceeds every
+    bound left: no maximum in a cell not visited could be among them or equal one of them
+    (crowded scenes: most cells above the threshold are never computed)."""
     h, w = bound.shape
     width = w * CELL
+    cells = np.empty(h * w, np.int64)  # those above the threshold, as cy * w + cx
     n = 0
-    for cy in range(h):
-        for cx in range(w):
-            n += bound[cy, cx] > thr
-    cys = np.empty(n, np.int64)
-    cxs = np.empty(n, np.int64)
-    n = 0
+    highest = thr
     for cy in range(h):
         for cx in range(w):
             if bound[cy, cx] > thr:
-                cys[n], cxs[n] = cy, cx
+                cells[n] = cy * w + cx
+                highest = max(highest, bound[cy, cx])
                 n += 1
-    n = _fill_above(R, C, k, cys, cxs, n, thr, halo)
+    # by level, highest first (a counting sort: the order within a level does not matter);
+    # level_top: the highest bound of the level and those after it
+    level_start = np.zeros(_LEVELS + 1, np.int64)
+    level_top = np.full(_LEVELS, NEG)
+    level_of = np.zeros(n, np.int64)
+    if n > 2 * _BATCH:  # (else one step for all)
+        scale = np.float64(_LEVELS) / (np.float64(highest) - np.float64(thr))
+        for i in range(n):
+            b = bound[cells[i] // w, cells[i] % w]
+            level_of[i] = min(_LEVELS - 1, int((np.float64(highest) - np.float64(b)) * scale))
+            level_top[level_of[i]] = max(level_top[level_of[i]], b)
+    for i in range(n):
+        level_start[level_of[i] + 1] += 1
+    for level in range(_LEVELS):
+        level_start[level + 1] += level_start[level]
+    for level in range(_LEVELS - 2, -1, -1):
+        level_top[level] = max(level_top[level], level_top[level + 1])
+    cys = np.empty(n, np.int64)
+    cxs = np.empty(n, np.int64)
+    at = level_start[:_LEVELS].copy()
+    for i in range(n):
+        cys[at[level_of[i]]], cxs[at[level_of[i]]] = cells[i] // w, cells[i] % w
+        at[level_of[i]] += 1
     slots, store = C.slot, C.store
     flat = np.empty(n * CELL * CELL, np.int64)
     vals = np.empty(n * CELL * CELL, np.float32)
-    found = 0
-    for i in range(n):
-        slot = slots[k, cys[i], cxs[i]] - 1
-        least = _centre_max(store, slot, halo)
-        for p in range(CELL * CELL):
-            v = store[slot, 0, p]
-            if _candidate(v, thr, least):
-                y, x = cys[i] * CELL + p // CELL, cxs[i] * CELL + p % CELL
-                if _is_max(slots, store, k, y, x, v, halo):
-                    flat[found] = y * width + x
-                    vals[found] = v
-                    found += 1
+    largest = np.full(enough, NEG)  # the `enough` largest values found, ascending
+    found = level = 0
+    while level < _LEVELS and not (found >= enough and largest[0] > level_top[level]):
+        a = level_start[level]
+        level += 1
+        while level < _LEVELS and level_start[level] - a < _BATCH:  # (few calls: each allocates)
+            level += 1
+        b = level_start[level]
+        m = _fill_above(R, C, k, cys[a:b], cxs[a:b], b - a, thr, halo) if b > a else 0
+        for i in range(a, a + m):
+            slot = slots[k, cys[i], cxs[i]] - 1
+            least = _centre_max(store, slot, halo)
+            for p in range(CELL * CELL):
+                v = store[slot, 0, p]
+                if _candidate(v, thr, least):
+                    y, x = cys[i] * CELL + p // CELL, cxs[i] * CELL + p % CELL
+                    if _is_max(slots, store, k, y, x, v, halo):
+                        flat[found] = y * width + x
+                        vals[found] = v
+                        found += 1
+                        if v > largest[0]:
+                            j = 0
+                            while j + 1 < enough and largest[j + 1] < v:
+                                largest[j] = largest[j + 1]
+                                j += 1
+                            largest[j] = v
     return flat[:found], vals[:found]
 
 
@@ -542,7 +588,7 @@ def detect(g, joints, thr, halo, top, replay):
             flat, vals = _topk_replay(R, C, cell_heat[k], k, top, halo)
             order = np.arange(top)
         else:
-            flat, vals = _maxima_above(R, C, cell_heat[k], k, thr, halo)
+            flat, vals = _maxima_above(R, C, cell_heat[k], k, thr, halo, top + 1)  # (the tie check's top + 1)
             if len(flat) == 0:
                 continue
             order = np.argsort(-vals)
@@ -712,22 +758,42 @@ def _sort_desc(bound, ids, n):
 
 
 @njit(cache=True, nogil=True)
-def _refine_cells(R, H, T, k, cells, n, prev, best, best_flat):
-    """_refine_cell over the first n listed cells (cy * w + cx) of joint k, computed first if
-    need be."""
+def _refine_cells(R, H, T, cell_heat, k, cells, n, prev, best, best_flat, bound, order):
+    """_refine_cell over the first n listed cells (cy * w + cx) of joint k: those computed first,
+    by descending bound from their exact ranges (the best first prunes the rest), then the others
+    whose heat bound still reaches the best value, computed now. (Ties between cells are settled
+    by position, whatever the order.) bound, order: scratch of n at least."""
     hslot, hstore, tslot, tstore = H.slot, H.store, T.slot, T.store
     w = hslot.shape[2]
-    missing = False
-    for i in range(n):
-        missing |= hslot[k, cells[i] // w, cells[i] % w] == 0 or tslot[k, cells[i] // w, cells[i] % w] == 0
-    if missing:
-        ks = np.full(n, k, np.int64)
-        fill(R, H, ks, cells[:n] // w, cells[:n] % w, True)
-        fill(R, T, ks, cells[:n] // w, cells[:n] % w, False)
-    for i in range(n):
-        cy, cx = cells[i] // w, cells[i] % w
-        best, best_flat = _refine_cell(hstore, hslot[k, cy, cx] - 1, tstore, tslot[k, cy, cx] - 1,
-                                       cy, cx, w * CELL, prev, best, best_flat)
+    for new in range(2):
+        m = 0
+        for i in range(n):
+            cy, cx = cells[i] // w, cells[i] % w
+            known = hslot[k, cy, cx] != 0 and tslot[k, cy, cx] != 0
+            if new == 0 and known:
+                upper = _upper_cell(hstore, hslot[k, cy, cx] - 1, tstore, tslot[k, cy, cx] - 1, prev)
+                if upper >= best:
+                    bound[m], order[m] = upper, cells[i]
+                    m += 1
+            elif new == 1 and not known and cell_heat[k, cy, cx] >= best:
+                order[m] = cells[i]
+                m += 1
+        if new == 1:
+            if m == 0:
+                break
+            ks = np.full(m, k, np.int64)
+            fill(R, H, ks, order[:m] // w, order[:m] % w, True)
+            fill(R, T, ks, order[:m] // w, order[:m] % w, False)
+            for i in range(m):
+                cy, cx = order[i] // w, order[i] % w
+                bound[i] = _upper_cell(hstore, hslot[k, cy, cx] - 1, tstore, tslot[k, cy, cx] - 1, prev)
+        _sort_desc(bound, order, m)
+        for i in range(m):
+            if bound[i] < best:
+                break
+            cy, cx = order[i] // w, order[i] % w
+            best, best_flat = _refine_cell(hstore, hslot[k, cy, cx] - 1, tstore, tslot[k, cy, cx] - 1,
+                                           cy, cx, w * CELL, prev, best, best_flat)
     return best, best_flat
 
 
@@ -761,11 +827,16 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
     tile_id = np.empty(TILE * TILE, np.int64)
     cell_bound = np.empty(TILE * TILE, np.float32)
     cell_id = np.empty(TILE * TILE, np.int64)
+    most = TILE * TILE
+    for q in queries:
+        most = max(most, seed_start[q + 1] - seed_start[q])
+    seed_bound = np.empty(most, np.float32)
+    seed_id = np.empty(most, np.int64)
     for q in queries:
         k = joints[q]
         p = prev[q]
         seeds = seed_cells[seed_start[q]:seed_start[q + 1]]
-        best, best_flat = _refine_cells(R, H, T, k, seeds, len(seeds), p, NEG, np.int64(-1))
+        best, best_flat = _refine_cells(R, H, T, cell_heat, k, seeds, len(seeds), p, NEG, np.int64(-1), seed_bound, seed_id)
         # (a heat bound below best prunes without the tag part: the values are heat - round(d) <=
         # heat, exactly so in float32, and the heat bounds carry the rounding slack)
         n = 0  # the blocks not pruned by the seeds
@@ -822,7 +893,7 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
                 _sort_desc(cell_bound, cell_id, c)
                 while c and cell_bound[c - 1] < best:  # raised by earlier cells of this tile
                     c -= 1
-                best, best_flat = _refine_cells(R, H, T, k, cell_id, c, p, best, best_flat)
+                best, best_flat = _refine_cells(R, H, T, cell_heat, k, cell_id, c, p, best, best_flat, seed_bound, seed_id)
         out[q] = best_flat
     return out
 
