@@ -304,10 +304,11 @@ def quarter_offsets(g, ks, ys, xs):
 # ---------------------------------------------------------------------------- NMS and top-k
 
 @njit(cache=True, nogil=True)
-def _fill_above(R, C, k, cys, cxs, n, floor, halo):
+def _fill_above(R, C, k, cys, cxs, n, floor, halo, masks):
     """Compute the first n listed cells of joint k, keep (moved to the front; returns how many)
     those whose exact maximum is above floor, and compute the cells that the NMS windows of their
-    candidate pixels reach (above floor, not below the cell's _centre_max): what _is_max reads."""
+    candidate pixels reach (above floor, not below the cell's _centre_max): what _is_max reads.
+    masks[i]: the candidate pixels of kept cell i (bit p: pixel p of the cell)."""
     fill(R, C, np.full(n, k, np.int64), cys[:n], cxs[:n], True)
     K, h, w = C.slot.shape
     slots, store = C.slot, C.store
@@ -326,10 +327,13 @@ def _fill_above(R, C, k, cys, cxs, n, floor, halo):
         slot = slots[k, cy, cx] - 1
         least = _centre_max(store, slot, halo)
         y0, y1, x0, x1 = CELL, -1, CELL, -1  # the candidates' rows and columns within the cell
+        mask = 0
         for p in range(CELL * CELL):
             if _candidate(store[slot, 0, p], floor, least):
                 y0, y1 = min(y0, p // CELL), max(y1, p // CELL)
                 x0, x1 = min(x0, p % CELL), max(x1, p % CELL)
+                mask |= 1 << p
+        masks[i] = mask
         if y1 < 0:
             continue
         for yy in range(max(0, (cy * CELL + y0 - halo) // CELL), min(h, (cy * CELL + y1 + halo) // CELL + 1)):
@@ -425,6 +429,7 @@ def _maxima_above(R, C, bound, k, thr, halo, enough):
     flat = np.empty(n * CELL * CELL, np.int64)
     vals = np.empty(n * CELL * CELL, np.float32)
     largest = np.full(enough, NEG)  # the `enough` largest values found, ascending
+    masks = np.empty(n, np.int64)
     found = level = 0
     while level < _LEVELS and not (found >= enough and largest[0] > level_top[level]):
         a = level_start[level]
@@ -432,13 +437,12 @@ def _maxima_above(R, C, bound, k, thr, halo, enough):
         while level < _LEVELS and level_start[level] - a < _BATCH:  # (few calls: each allocates)
             level += 1
         b = level_start[level]
-        m = _fill_above(R, C, k, cys[a:b], cxs[a:b], b - a, thr, halo) if b > a else 0
+        m = _fill_above(R, C, k, cys[a:b], cxs[a:b], b - a, thr, halo, masks) if b > a else 0
         for i in range(a, a + m):
             slot = slots[k, cys[i], cxs[i]] - 1
-            least = _centre_max(store, slot, halo)
             for p in range(CELL * CELL):
-                v = store[slot, 0, p]
-                if _candidate(v, thr, least):
+                if masks[i - a] >> p & 1:  # (a _candidate)
+                    v = store[slot, 0, p]
                     y, x = cys[i] * CELL + p // CELL, cxs[i] * CELL + p % CELL
                     if _is_max(slots, store, k, y, x, v, halo):
                         flat[found] = y * width + x
@@ -518,34 +522,32 @@ def _topk_replay(R, C, bound, k, top, halo):
     h, w = bound.shape
     width = w * CELL
     slots, store = C.slot, C.store
-    live = np.zeros(w, np.bool_)
     live_y = np.empty(w, np.int64)
     live_x = np.empty(w, np.int64)
     live_slot = np.empty(w, np.int64)
     centre = np.empty(w, np.float32)
+    masks = np.empty(w, np.int64)
     hv = np.empty(top, np.float32)
     hi = np.empty(top, np.int64)
     filled = 0
     for cy in range(h):
         n = 0
         for cx in range(w):  # the minimum only grows: what it rules out now stays ruled out
-            live[cx] = filled < top or hv[0] < 0 or bound[cy, cx] > hv[0]
-            if live[cx]:
+            if filled < top or hv[0] < 0 or bound[cy, cx] > hv[0]:
                 live_y[n], live_x[n] = cy, cx
                 n += 1
         low = hv[0] if filled == top and hv[0] >= 0 else NEG  # below it, only zeros can enter
-        n = _fill_above(R, C, k, live_y, live_x, n, low, halo)
-        live[:] = False
-        for i in range(n):
-            live[live_x[i]] = True
-            live_slot[live_x[i]] = slots[k, cy, live_x[i]] - 1
-            centre[live_x[i]] = _centre_max(store, live_slot[live_x[i]], halo)
+        n = _fill_above(R, C, k, live_y, live_x, n, low, halo, masks)  # (kept in column order)
+        for c in range(n):
+            live_slot[c] = slots[k, cy, live_x[c]] - 1
+            centre[c] = _centre_max(store, live_slot[c], halo)
         for i in range(CELL):
             y = cy * CELL + i
-            for cx in range(w):
-                if not live[cx]:
+            for c in range(n):
+                slot, least, cx = live_slot[c], centre[c], live_x[c]
+                row = masks[c] >> (i * CELL) & (1 << CELL) - 1  # the row's candidates above low
+                if row == 0 and filled == top and hv[0] >= 0:
                     continue
-                slot, least = live_slot[cx], centre[cx]
                 for j in range(CELL):
                     x = cx * CELL + j
                     v = store[slot, 0, i * CELL + j]
@@ -560,7 +562,8 @@ def _topk_replay(R, C, bound, k, top, halo):
                                 _make_heap(hv, hi)
                         elif nms > hv[0]:
                             _adjust_heap(hv, hi, 0, top, nms, y * width + x)
-                    elif _candidate(v, hv[0], least) and _is_max(slots, store, k, y, x, v, halo):
+                    elif row >> j & 1 and v > hv[0] and _is_max(slots, store, k, y, x, v, halo):
+                        # (a _candidate above hv[0]: the mask's floor low <= hv[0])
                         _adjust_heap(hv, hi, 0, top, v, y * width + x)
     _sort_heap(hv, hi)
     return hi, hv
