@@ -11,7 +11,7 @@ import grpc
 
 from aiohttp import web
 
-from . import cli, preflight
+from . import cli, host_tuning, preflight
 from .core import BINARY_EXTENSION, InferenceCore
 from .http_service import HttpService
 from .metrics import metrics_app
@@ -240,6 +240,7 @@ def main(argv=None):
         preflight.check(args)
     except cli.UserError as err:
         cli.fail(str(err))
+    host_tuning.keep_freed_memory()
     sys.exit(asyncio.run(serve(args)))
 
 
