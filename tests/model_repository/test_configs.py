@@ -42,7 +42,7 @@ CONTRACT = {
 }
 PARAMETERS = {
     "preprocess": {"input_size": "512", "flip_test": "true", "max_image_pixels": "40000000",
-                   "max_input_pixels": "4194304"},
+                   "max_input_pixels": "4194304", "opencv_threads": "1"},
     "hrnet_om": {"session.intra_op.allow_spinning": "0"},  # idle threads sleep (grouping shares the cores)
     "grouping": {"max_num_people": "30", "detection_threshold": "0.1", "tag_threshold": "1",
                  "nms_kernel": "5", "use_detection_val": "true", "ignore_too_much": "false", "adjust": "true",
@@ -210,6 +210,7 @@ def test_preprocess_model_default_refuses_elongated_images():
     ({"flip_test": "maybe"}, "flip_test"),
     ({"input_size": "abc"}, "input_size"),
     ({"max_image_pixels": "0"}, "max_image_pixels"),
+    ({"opencv_threads": "0"}, "opencv_threads"),
     ({"input_sise": "512"}, "unknown parameter"),
 ])
 def test_preprocess_model_rejects_bad_parameters(parameters, message):

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import triton_python_backend_utils as pb_utils
 
 try:
@@ -23,7 +24,8 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.model_name = args.get("model_name", config.get("name", "preprocess"))
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        unknown = set(params) - {"input_size", "flip_test", "max_image_pixels", "max_input_pixels"}
+        unknown = set(params) - {"input_size", "flip_test", "max_image_pixels", "max_input_pixels",
+                                 "opencv_threads"}
         if unknown:
             raise ValueError(f"{self.model_name}: unknown parameter(s) {sorted(unknown)}")
         self.input_size = _positive_int(params, "input_size", 512, self.model_name)
@@ -34,6 +36,9 @@ class TritonPythonModel:
             raise ValueError(
                 f"{self.model_name}: parameter flip_test must be 'true' or 'false', got {flip!r}")
         self.flip_test = _BOOLEANS[flip]
+        if "opencv_threads" in params:
+            # OpenCV's pool is process-wide (one process per model in Triton; here, the server's)
+            cv2.setNumThreads(_positive_int(params, "opencv_threads", 1, self.model_name))
 
     def execute(self, requests):
         # One response per request; a bad image fails only its own request.
