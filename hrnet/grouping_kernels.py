@@ -209,6 +209,41 @@ def _resize_cell(maps, m, c, yidx, yw, xidx, xw, fma, rows, k, cy, cx, out, o0, 
                                               yw[0, y], fma)
 
 
+# An interior cell (not on the map's outer ring) reads no clamped index: its pixels 0..3 along an
+# axis mix the previous and own low-resolution values (0, 1) or the own and next ones (2, 3) with
+# these weights of the first (torch's float32 source coordinates are exact multiples of 1/8;
+# tests/hrnet/test_grouping.py checks them against grouping._axis).
+_W0 = (np.float32(0.375), np.float32(0.125), np.float32(0.875), np.float32(0.625))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row4(a, b, c, fma):
+    """One source row (values a, b, c of the previous, own and next columns) resized on an interior
+    cell's 4 columns."""
+    w0, w1, w2, w3 = _W0
+    return (_lerp(a, b, w0, w3, np.float64(w0), fma), _lerp(a, b, w1, w2, np.float64(w1), fma),
+            _lerp(b, c, w2, w1, np.float64(w2), fma), _lerp(b, c, w3, w0, np.float64(w3), fma))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _resize_interior(src, off, w, r0, c0, c1, c2, fma, out, o0, o1):
+    """_resize_cell on an interior cell with the weights written out: src the maps flat, the pass's
+    map from offset off (rows of w), source rows r0..r0 + 2 and columns c0, c1, c2 (the previous,
+    own and next in the pass's direction)."""
+    w0, w1, w2, w3 = _W0
+    row = off + np.uintp(r0) * np.uintp(w)
+    a = _row4(src[row + np.uintp(c0)], src[row + np.uintp(c1)], src[row + np.uintp(c2)], fma)
+    row += np.uintp(w)
+    b = _row4(src[row + np.uintp(c0)], src[row + np.uintp(c1)], src[row + np.uintp(c2)], fma)
+    row += np.uintp(w)
+    c = _row4(src[row + np.uintp(c0)], src[row + np.uintp(c1)], src[row + np.uintp(c2)], fma)
+    for j in range(CELL):
+        out[o0, o1, j] = _lerp(a[j], b[j], w0, w3, np.float64(w0), fma)
+        out[o0, o1, CELL + j] = _lerp(a[j], b[j], w1, w2, np.float64(w1), fma)
+        out[o0, o1, 2 * CELL + j] = _lerp(b[j], c[j], w2, w1, np.float64(w2), fma)
+        out[o0, o1, 3 * CELL + j] = _lerp(b[j], c[j], w3, w0, np.float64(w3), fma)
+
+
 @njit(cache=True, nogil=True)
 def fill(R, C, ks, cys, cxs, mean):
     """Compute the listed cells (joint, cell row, cell column) that are not cached yet, each into
@@ -218,16 +253,28 @@ def fill(R, C, ks, cys, cxs, mean):
     maps, chan, slots, store, count, pixels, rows = C
     yidx, yw, xidx, xw, fma = R
     n = CELL * CELL
+    M, _, h, w = maps.shape
+    src = maps.reshape(-1)
     for i in range(len(ks)):
         k, cy, cx = ks[i], cys[i], cxs[i]
         if slots[k, cy, cx]:
             continue
         slot = k * slots.shape[1] * slots.shape[2] + count[k, 0]
-        for m in range(maps.shape[0]):  # (indices rather than row views: views cost more than a lerp)
-            if mean:
-                _resize_cell(maps, m, chan[m, k], yidx, yw, xidx, xw, fma, rows, k, cy, cx, pixels, k, m)
-            else:
-                _resize_cell(maps, m, chan[m, k], yidx, yw, xidx, xw, fma, rows, k, cy, cx, store, slot, m)
+        if 0 < cy < h - 1 and 0 < cx < w - 1:
+            for m in range(M):  # (the second pass mirrored: its previous column is the next one)
+                off = np.uintp((m * maps.shape[1] + chan[m, k]) * h * w)
+                c0, c2 = (cx - 1, cx + 1) if m == 0 else (w - cx, w - 2 - cx)
+                c1 = cx if m == 0 else w - 1 - cx
+                if mean:
+                    _resize_interior(src, off, w, cy - 1, c0, c1, c2, fma, pixels, k, m)
+                else:
+                    _resize_interior(src, off, w, cy - 1, c0, c1, c2, fma, store, slot, m)
+        else:
+            for m in range(M):  # (indices rather than row views: views cost more than a lerp)
+                if mean:
+                    _resize_cell(maps, m, chan[m, k], yidx, yw, xidx, xw, fma, rows, k, cy, cx, pixels, k, m)
+                else:
+                    _resize_cell(maps, m, chan[m, k], yidx, yw, xidx, xw, fma, rows, k, cy, cx, store, slot, m)
         if mean:
             top = NEG
             for p in range(n):

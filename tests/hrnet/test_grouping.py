@@ -367,6 +367,19 @@ def test_compiled_munkres_is_munkres_1_1_4(seed):
         assert grouping.kernels.munkres(cost).tolist() == [list(p) for p in want]
 
 
+def test_interior_cells_resize_weights_are_the_kernels_constants():
+    """The kernels resize a cell off the map's outer ring with written-out weights
+    (grouping_kernels._W0): torch's x4 tables (grouping._axis) must give every such pixel those
+    weights and the previous/own or own/next source index, at any size."""
+    for n in [*range(3, 40), 128, 208, 1023]:
+        (i0, i1), (w0, w1) = grouping._axis(n, 4 * n)
+        for cell in range(1, n - 1):
+            for j in range(4):
+                x = 4 * cell + j
+                assert (i0[x], i1[x]) == ((cell - 1, cell) if j < 2 else (cell, cell + 1)), (n, x)
+                assert (w0[x], w1[x]) == (grouping.kernels._W0[j], 1 - grouping.kernels._W0[j]), (n, x)
+
+
 def test_compiled_means_are_numpys():
     """Person scores (each person's float32 .mean()) and person tags (np.mean(axis=0) of its tags:
     in refine and in tag matching) come from kernels: the same float32 sums in the same order as
