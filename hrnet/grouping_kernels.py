@@ -950,23 +950,28 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
 
 # ------------------------------------------------------------------------------ assignment
 
+@njit(cache=True, nogil=True, inline="always")
+def _last_zero(C, col_covered, i, a, b):
+    """The last column j in [a, b) with C[i, j] == 0 not covered, or -1."""
+    for j in range(b - 1, a - 1, -1):
+        if C[i, j] == 0 and not col_covered[j]:
+            return j
+    return -1
+
+
 @njit(cache=True, nogil=True)
 def _find_a_zero(C, row_covered, col_covered, i0, j0):
     # munkres 1.1.4 scans rows from i0 (wrapping), each row from j0 (wrapping) to its end, and
     # keeps the last uncovered zero of the first row that has one.
     n = C.shape[0]
-    row = col = -1
     i = i0
     while True:
-        j = j0
-        while True:
-            if C[i, j] == 0 and not row_covered[i] and not col_covered[j]:
-                row, col = i, j
-            j = (j + 1) % n
-            if j == j0:
-                break
-        if row >= 0:
-            return row, col
+        if not row_covered[i]:
+            col = _last_zero(C, col_covered, i, 0, j0)  # (scanned after [j0, n))
+            if col < 0:
+                col = _last_zero(C, col_covered, i, j0, n)
+            if col >= 0:
+                return i, col
         i = (i + 1) % n
         if i == i0:
             return -1, -1
@@ -976,33 +981,37 @@ def _find_a_zero(C, row_covered, col_covered, i0, j0):
 def munkres(cost):
     """munkres 1.1.4's Munkres().compute(cost) on a float64 [rows, cols] matrix, step for step
     (its tie-breaking decides crowded scenes): the (row, col) pairs [p, 2] in row-major order.
-    tests/hrnet/test_grouping.py checks it against the library on tie-heavy matrices."""
+    Its marks are kept as the starred column of each row and row of each column and the primed
+    column of each row (a row or column holds one star at most, a row one prime): what it finds
+    by scanning the marked matrix. tests/hrnet/test_grouping.py checks it against the library
+    on tie-heavy matrices."""
     rows, cols = cost.shape
     n = max(rows, cols)
     C = np.zeros((n, n))  # zero padding to square
     C[:rows, :cols] = cost
     row_covered = np.zeros(n, np.bool_)
     col_covered = np.zeros(n, np.bool_)
-    marked = np.zeros((n, n), np.int8)  # 1 starred, 2 primed
+    row_star = np.full(n, -1, np.int64)
+    col_star = np.full(n, -1, np.int64)
+    row_prime = np.full(n, -1, np.int64)
     path = np.zeros((2 * n + 1, 2), np.int64)
     for i in range(n):  # step 1
         C[i] -= C[i].min()
     for i in range(n):  # step 2
         for j in range(n):
             if C[i, j] == 0 and not col_covered[j] and not row_covered[i]:
-                marked[i, j] = 1
+                row_star[i], col_star[j] = j, i
                 col_covered[j] = True
                 row_covered[i] = True
                 break
     row_covered[:] = False
     col_covered[:] = False
     while True:
-        count = 0  # step 3
-        for i in range(n):
-            for j in range(n):
-                if marked[i, j] == 1 and not col_covered[j]:
-                    col_covered[j] = True
-                    count += 1
+        count = 0  # step 3 (every line is uncovered here)
+        for j in range(n):
+            if col_star[j] >= 0:
+                col_covered[j] = True
+                count += 1
         if count >= n:
             break
         row = col = 0  # step 4 (with step 6 until a path can be made)
@@ -1011,9 +1020,10 @@ def munkres(cost):
             if row < 0:
                 smallest = np.float64(9223372036854775807)  # sys.maxsize
                 for i in range(n):
-                    for j in range(n):
-                        if not row_covered[i] and not col_covered[j] and smallest > C[i, j]:
-                            smallest = C[i, j]
+                    if not row_covered[i]:
+                        for j in range(n):
+                            if not col_covered[j] and smallest > C[i, j]:
+                                smallest = C[i, j]
                 for i in range(n):  # step 6: two operations, as there, for their rounding
                     for j in range(n):
                         if row_covered[i]:
@@ -1022,51 +1032,33 @@ def munkres(cost):
                             C[i, j] -= smallest
                 row = col = 0
                 continue
-            marked[row, col] = 2
-            star = -1
-            for j in range(n):
-                if marked[row, j] == 1:
-                    star = j
-                    break
+            row_prime[row] = col
+            star = row_star[row]
             if star < 0:
                 break
             col = star
             row_covered[row] = True
             col_covered[col] = False
-        count = 0  # step 5
+        count = 0  # step 5: primes (even places) and stars (odd places) alternate on the path
         path[0, 0], path[0, 1] = row, col
-        while True:
-            star = -1
-            for i in range(n):
-                if marked[i, path[count, 1]] == 1:
-                    star = i
-                    break
-            if star < 0:
-                break
+        while col_star[path[count, 1]] >= 0:
             count += 1
-            path[count, 0], path[count, 1] = star, path[count - 1, 1]
-            prime = -1
-            for j in range(n):
-                if marked[path[count, 0], j] == 2:
-                    prime = j
-                    break
+            path[count, 0], path[count, 1] = col_star[path[count - 1, 1]], path[count - 1, 1]
             count += 1
-            path[count, 0], path[count, 1] = path[count - 1, 0], prime
-        for i in range(count + 1):
-            marked[path[i, 0], path[i, 1]] = 0 if marked[path[i, 0], path[i, 1]] == 1 else 1
+            path[count, 0], path[count, 1] = path[count - 1, 0], row_prime[path[count - 1, 0]]
+        for i in range(1, count + 1, 2):  # its stars unstarred, then its primes starred
+            row_star[path[i, 0]] = col_star[path[i, 1]] = -1
+        for i in range(0, count + 1, 2):
+            row_star[path[i, 0]], col_star[path[i, 1]] = path[i, 1], path[i, 0]
         row_covered[:] = False
         col_covered[:] = False
-        for i in range(n):
-            for j in range(n):
-                if marked[i, j] == 2:
-                    marked[i, j] = 0
+        row_prime[:] = -1
     pairs = np.empty((rows, 2), np.int64)
     p = 0
     for i in range(rows):
-        for j in range(cols):
-            if marked[i, j] == 1:
-                pairs[p, 0], pairs[p, 1] = i, j
-                p += 1
+        if 0 <= row_star[i] < cols:
+            pairs[p, 0], pairs[p, 1] = i, row_star[i]
+            p += 1
     return pairs[:p]
 
 
