@@ -43,7 +43,8 @@ CONTRACT = {
 PARAMETERS = {
     "preprocess": {"input_size": "512", "flip_test": "true", "max_image_pixels": "40000000",
                    "max_input_pixels": "4194304", "opencv_threads": "1"},
-    "hrnet_om": {"session.intra_op.allow_spinning": "0"},  # idle threads sleep (grouping shares the cores)
+    # threads spin within a pass, not between passes (preprocess and grouping share the cores)
+    "hrnet_om": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
     "grouping": {"max_num_people": "30", "detection_threshold": "0.1", "tag_threshold": "1",
                  "nms_kernel": "5", "use_detection_val": "true", "ignore_too_much": "false", "adjust": "true",
                  "refine": "true", "flip_test": "true"},
