@@ -57,6 +57,12 @@ def session(repo: str):
                                 providers=["CPUExecutionProvider"])
 
 
+def ort_default_session(onnx_path: str):
+    """The network in an ONNX Runtime session with its defaults (threads, spinning)."""
+    import onnxruntime as ort
+    return ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__)
     p.add_argument("--repo", default=os.path.join(ROOT, "model_repository"))
@@ -104,10 +110,25 @@ def main(argv=None) -> int:
             out = sess.run(["output1"], {"input": inp})[0]
             grouping.group(out, center, scale, params)
 
+    # ONNX Runtime's defaults (its threads spin after a pass: a pause lets them stop before the next
+    # measurement), the reference for the served network below
+    default_sess = ort_default_session(onnx_path)
+
+    def default_pass():
+        default_sess.run(["output1"], {"input": x512})
+        time.sleep(0.3)
+
     # The whole pipeline in process and through the server, in turns (the idle one sleeps: ONNX
-    # Runtime's threads do not spin, per hrnet_om's config).
+    # Runtime's threads stop spinning after each pass, per hrnet_om's config).
     with start_server(args.repo) as srv:
         client = wait_ready(srv.url, "hrnet_pose")
+        om_input = grpcclient.InferInput("input", list(x512.shape), "FP32")
+        om_input.set_data_from_numpy(x512)
+
+        def served_pass():
+            client.infer("hrnet_om", [om_input])
+            time.sleep(0.3)
+        t_default, t_served = timed_pair(default_pass, served_pass, args.repeat)
 
         def pipeline_server():
             for data in images:
@@ -116,11 +137,15 @@ def main(argv=None) -> int:
                 client.infer("hrnet_pose", [inp])
         t_inproc, t_server = timed_pair(pipeline_inprocess, pipeline_server, args.repeat)
         client.close()
+    t_default, t_served = t_default - 0.3, t_served - 0.3
 
     n = len(images)
     rows = [
         ("model pass 1x3x512x512", t_pass * 1e3, f"{GFLOP_PER_PASS / t_pass:.1f} GFLOP/s = "
          f"{100 * GFLOP_PER_PASS / t_pass / peak:.1f}% of {peak:.0f} GFLOP/s FP32 peak at nominal clock"),
+        ("hrnet_om via server (gRPC) 1x3x512x512", t_served * 1e3,
+         f"{t_default / t_served:.3f} of the img/s of ONNX Runtime's default session in process "
+         f"({t_default * 1e3:.1f} ms; goal >= 0.95); {t_pass / t_served:.3f} of the server's settings in process"),
         ("network per image (flip: batch 2)", t_net / n * 1e3, "preprocessed COCO mini images"),
         ("preprocess per image", t_pre / n * 1e3, f"{100 * t_pre / n / t_pass:.2f}% of a model pass (goal <= 2%)"),
         (f"grouping per image ({'random-weight' if weights == 'random-init' else 'model'} maps)", t_group / n * 1e3,
