@@ -248,7 +248,7 @@ def _cache(name, out, chan, store_shape):
     batch, h, w = out.shape[0], out.shape[2], out.shape[3]
     k = chan.shape[1]
     return kernels.Cache(out, chan, _reused(name + " slot", (k, h, w), np.int32),
-                         _reused(name + " store", store_shape, _F32), _per_joint(np.zeros, (k, 8), np.int64),
+                         _reused(name + " store", store_shape, _F32), _per_joint(np.zeros, (k, kernels.COUNTERS), np.int64),
                          _per_joint(np.empty, (k, batch, STRIDE * STRIDE), _F32), _per_joint(np.empty, (k, 4, STRIDE), _F32))
 
 
@@ -289,7 +289,7 @@ class _Maps:
         top = max(_in_parallel(
             lambda joints: kernels.prepare(out, joints, flip, self.centre, cell, tile, heat.slot, tags.slot),
             _interleave(np.arange(k), params.threads)))
-        if top >= 0x7F800000:
+        if top >= kernels.INF_BITS:
             raise ValueError("output contains NaN or infinite values")
         big = float(np.uint32(top).view(_F32))  # the largest |value|
         if big > MAX_ABS_VALUE:
@@ -312,7 +312,7 @@ class _Maps:
                 np.empty(block.shape + (m,), _F32), np.empty(block.shape + (m,), _F32), np.zeros(block.shape, np.uint8),
                 block, _reused("tile slot", (k, self.ny, self.nx), np.int32, zero=True),
                 _reused("tile lo", (tiles, kernels.BOX_ROW, m), _F32), _reused("tile hi", (tiles, kernels.BOX_ROW, m), _F32),
-                _per_joint(np.zeros, (k, 8), np.int64), self.centre)
+                _per_joint(np.zeros, (k, kernels.COUNTERS), np.int64), self.centre)
         return self._refine
 
     def heat_at(self, ks, ys, xs):

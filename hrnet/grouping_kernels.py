@@ -23,9 +23,18 @@ from numba import njit
 
 CELL = 4  # input-size pixels per cell side (the network stride)
 TILE = 4  # cells per tile side, tiles per block side
-# Store row widths: a heat cell's 16 values and their maximum; a tag cell's 16 values, minimum and
-# maximum; a tile's 16 cells' tag ranges and its own.
-HEAT_ROW, TAG_ROW, BOX_ROW = CELL * CELL + 1, CELL * CELL + 2, TILE * TILE + 1
+# Store rows (the last axis of Cache.store and of RefineBounds.tile_lo/hi): the values first, pixel
+# i * CELL + j of a cell (its row i, column j; _pixel) or cell i * TILE + j of a tile, then:
+PIXELS = CELL * CELL
+HEAT_MAX = PIXELS  # heat row: the cell's maximum
+TAG_MIN, TAG_MAX = PIXELS, PIXELS + 1  # tag row (one per pass): the cell's minimum and maximum
+BOX_TILE = TILE * TILE  # box row (a range per tag dimension): the tile's own range
+HEAT_ROW, TAG_ROW, BOX_ROW = HEAT_MAX + 1, TAG_MAX + 1, BOX_TILE + 1  # the rows' widths
+CENTRE = (CELL + 1, CELL + 2, 2 * CELL + 1, 2 * CELL + 2)  # a cell's centre 2x2 pixels
+# Per-joint counters, int64 [K, COUNTERS]: a cache line per joint (joints are worked on by
+# different threads at once); column USED: the store rows the joint has taken so far.
+COUNTERS, USED = 8, 0
+INF_BITS = 0x7F800000  # float32 bits of +inf: |value| bits from here up are NaN or infinite
 REL = np.float32(1e-5)  # slack on bounds: computed values may exceed a convex combination by ulps
 ABS = np.float32(1e-30)
 NEG = np.float32(-np.inf)
@@ -37,12 +46,13 @@ NEG = np.float32(-np.inf)
 Resize = namedtuple("Resize", "yidx yw xidx xw fma")
 # Cells computed so far: maps: the network output [M, 2K, h, w] float32 itself (M = 2 with flip
 # test: the second pass is the mirrored input's, read mirrored), chan [M, K] the channel of joint
-# k's heat or tags in pass m (the flip index swaps left and right), slot [K, h, w] int32 (1-based;
-# 0: not computed) into store [K*h*w, 1, 17] (heat: the mean of the M resized maps, then its
-# maximum) or [K*h*w, M, 18] (tags, then their minimum and maximum), count [K, 8] slots used per
-# joint in [:, 0] (joint k's are k*h*w onwards), scratch per joint pixels [K, M, 16] and rows
-# [K, 4, 4] (3 used). Everything of a joint is its own, the counters and scratch on cache lines of
-# their own: joints can be worked on by different threads at once.
+# k's heat or tags in pass m (the flip index swaps left and right), slot [K, h, w] int32 (a cell's
+# store row + 1; 0: not computed: _slot, _take_slot) into store [K*h*w, 1, HEAT_ROW] (heat: the
+# mean of the M resized maps, then its maximum) or [K*h*w, M, TAG_ROW] (tags, then their minimum
+# and maximum), count [K, COUNTERS] (USED: rows taken; joint k's are k*h*w onwards), scratch per
+# joint pixels [K, M, 16] and rows [K, 4, 4] (3 used). Everything of a joint is its own, the
+# counters and scratch on cache lines of their own: joints can be worked on by different threads
+# at once.
 Cache = namedtuple("Cache", "maps chan slot store count pixels rows")
 # cell_heat [K, h, w], tile_heat [K, ny, nx]: upper bounds of the heat.
 Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
@@ -50,9 +60,10 @@ Grid = namedtuple("Grid", "resize heat tags cell_heat tile_heat")
 # block (4x4 tiles: over its cells' 3x3 low-resolution neighbourhoods), of a tile and of each of its
 # cells (narrowed by the weight of the cell's own value, see _tile_boxes). Blocks: lo/hi
 # [K, nby * nbx, M], done [K, nby * nbx], heat bound [K, nby * nbx]. Tiles: slot [K, ny, nx]
-# (1-based) into lo/hi [K * ny * nx, 17, M] (its 16 cells, then the tile itself: a dense store, as
-# for the cells; joint k's from k * ny * nx on), count [K, 8] (in [:, 0]). centre: the least
-# weight of a cell's own value in any of its resized pixels (float32).
+# (row + 1, as for the cells) into lo/hi [K * ny * nx, BOX_ROW, M] (its 16 cells, then the tile
+# itself at BOX_TILE: a dense store, as for the cells; joint k's from k * ny * nx on), count
+# [K, COUNTERS] (USED). centre: the least weight of a cell's own value in any of its resized
+# pixels (float32).
 RefineBounds = namedtuple("RefineBounds",
                           "block_lo block_hi block_done block_heat tile_slot tile_lo tile_hi tile_count centre")
 
@@ -65,7 +76,7 @@ _ABS_BITS = np.uint32(0x7FFFFFFF)  # float32 bits less the sign: ordered as |val
 @njit(cache=True, nogil=True, inline="always")
 def _max_abs_bits(values, top):
     """max(top, the largest float32 bit pattern less the sign in values): |value| as an integer,
-    >= 0x7F800000 for a NaN or infinity."""
+    >= INF_BITS for a NaN or infinity."""
     bits = values.reshape(-1).view(np.uint32)
     for i in range(len(bits)):
         top = max(top, bits[np.uintp(i)] & _ABS_BITS)
@@ -152,7 +163,7 @@ def prepare(out, joints, flip_index, centre, cell, tile, heat_slot, tag_slot):
     least `centre`, in both passes with the same weights, so their mean is too: it is at most
     centre * own + (1 - centre) * the neighbourhood's maximum. The slack covers rounding, a few
     ulp of the joint's largest magnitude.
-    Returns the largest |value| of the listed joints' channels as float32 bits (>= 0x7F800000 for
+    Returns the largest |value| of the listed joints' channels as float32 bits (>= INF_BITS for
     a NaN or infinity), for the caller to check before any search."""
     M, C, h, w = out.shape
     K = C // 2
@@ -169,7 +180,7 @@ def prepare(out, joints, flip_index, centre, cell, tile, heat_slot, tag_slot):
             mean[:] = out[0, k]
         else:
             _mean_mirrored(mean, out[0, k], out[1, flip_index[k]])
-        if top < np.uint32(0x7F800000):
+        if top < np.uint32(INF_BITS):
             _dilate(cell[k], mean, rows, centre, REL * np.uint32(top).view(np.float32) + ABS)
             _tile_max(tile[k], cell[k])
         heat_slot[k] = 0
@@ -207,6 +218,28 @@ def _resize_cell(maps, m, c, yidx, yw, xidx, xw, fma, rows, k, cy, cx, out, o0, 
         for j in range(CELL):
             out[o0, o1, i * CELL + j] = _lerp(rows[k, a, j], rows[k, b, j], np.float32(yw[0, y]), np.float32(yw[1, y]),
                                               yw[0, y], fma)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _slot(slots, k, cy, cx):
+    """The store row of joint k's cell (cy, cx), computed (slots hold the row + 1; 0: not yet)."""
+    return slots[k, cy, cx] - 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _take_slot(slots, count, k, cy, cx):
+    """The next free store row of joint k (its rows start at k times its number of cells), given
+    to its cell (cy, cx)."""
+    row = k * slots.shape[1] * slots.shape[2] + count[k, USED]
+    count[k, USED] += 1
+    slots[k, cy, cx] = row + 1
+    return row
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pixel(y, x):
+    """Where input-size pixel (y, x) lies in its cell's store row."""
+    return (y % CELL) * CELL + x % CELL
 
 
 # An interior cell (not on the map's outer ring) reads no clamped index: its pixels 0..3 along an
@@ -250,16 +283,15 @@ def fill(R, C, ks, cys, cxs, mean):
     the next slot: with mean (the heat), the mean of the M resized maps and its maximum; else (the
     tags) each resized map and its minimum and maximum. One call for many cells: unpacking the
     tuples costs more than a cell."""
-    maps, chan, slots, store, count, pixels, rows = C
-    yidx, yw, xidx, xw, fma = R
-    n = CELL * CELL
+    maps, chan, slots, store, count, pixels, rows = C.maps, C.chan, C.slot, C.store, C.count, C.pixels, C.rows
+    yidx, yw, xidx, xw, fma = R.yidx, R.yw, R.xidx, R.xw, R.fma
     M, _, h, w = maps.shape
     src = maps.reshape(-1)
     for i in range(len(ks)):
         k, cy, cx = ks[i], cys[i], cxs[i]
         if slots[k, cy, cx]:
             continue
-        slot = k * slots.shape[1] * slots.shape[2] + count[k, 0]
+        slot = _take_slot(slots, count, k, cy, cx)
         if 0 < cy < h - 1 and 0 < cx < w - 1:
             for m in range(M):  # (the second pass mirrored: its previous column is the next one)
                 off = np.uintp((m * maps.shape[1] + chan[m, k]) * h * w)
@@ -277,26 +309,24 @@ def fill(R, C, ks, cys, cxs, mean):
                     _resize_cell(maps, m, chan[m, k], yidx, yw, xidx, xw, fma, rows, k, cy, cx, store, slot, m)
         if mean:
             top = NEG
-            for p in range(n):
-                v = pixels[k, 0, p] if maps.shape[0] == 1 else (pixels[k, 0, p] + pixels[k, 1, p]) / np.float32(2.0)
+            for p in range(PIXELS):
+                v = pixels[k, 0, p] if M == 1 else (pixels[k, 0, p] + pixels[k, 1, p]) / np.float32(2.0)
                 store[slot, 0, p] = v
                 top = max(top, v)
-            store[slot, 0, n] = top
+            store[slot, 0, HEAT_MAX] = top
         else:
-            for m in range(maps.shape[0]):
+            for m in range(M):
                 lo = hi = store[slot, m, 0]
-                for p in range(1, n):
+                for p in range(1, PIXELS):
                     lo = min(lo, store[slot, m, p])
                     hi = max(hi, store[slot, m, p])
-                store[slot, m, n], store[slot, m, n + 1] = lo, hi
-        count[k, 0] += 1
-        slots[k, cy, cx] = slot + 1
+                store[slot, m, TAG_MIN], store[slot, m, TAG_MAX] = lo, hi
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _cached(slots, store, k, y, x):
     """A cached input-size heat value (its cell must have been computed)."""
-    return store[slots[k, y // CELL, x // CELL] - 1, 0, (y % CELL) * CELL + x % CELL]
+    return store[_slot(slots, k, y // CELL, x // CELL), 0, _pixel(y, x)]
 
 
 @njit(cache=True, nogil=True)
@@ -319,7 +349,7 @@ def tags_at(g, ks, ys, xs):
     slots, store = C.slot, C.store
     out = np.empty((len(ks), C.maps.shape[0]), np.float32)
     for i in range(len(ks)):
-        out[i] = store[slots[ks[i], ys[i] // CELL, xs[i] // CELL] - 1, :, (ys[i] % CELL) * CELL + xs[i] % CELL]
+        out[i] = store[_slot(slots, ks[i], ys[i] // CELL, xs[i] // CELL), :, _pixel(ys[i], xs[i])]
     return out
 
 
@@ -361,7 +391,7 @@ def _fill_above(R, C, k, cys, cxs, n, floor, halo, masks):
     slots, store = C.slot, C.store
     kept = 0
     for i in range(n):
-        if store[slots[k, cys[i], cxs[i]] - 1, 0, CELL * CELL] > floor:
+        if store[_slot(slots, k, cys[i], cxs[i]), 0, HEAT_MAX] > floor:
             cys[kept], cxs[kept] = cys[i], cxs[i]
             kept += 1
     reach = -(-halo // CELL)  # the cells a window reaches beyond its own, each way
@@ -371,11 +401,11 @@ def _fill_above(R, C, k, cys, cxs, n, floor, halo, masks):
     m = 0
     for i in range(kept):
         cy, cx = cys[i], cxs[i]
-        slot = slots[k, cy, cx] - 1
+        slot = _slot(slots, k, cy, cx)
         least = _centre_max(store, slot, halo)
         y0, y1, x0, x1 = CELL, -1, CELL, -1  # the candidates' rows and columns within the cell
         mask = 0
-        for p in range(CELL * CELL):
+        for p in range(PIXELS):
             if _candidate(store[slot, 0, p], floor, least):
                 y0, y1 = min(y0, p // CELL), max(y1, p // CELL)
                 x0, x1 = min(x0, p % CELL), max(x1, p % CELL)
@@ -398,7 +428,8 @@ def _centre_max(store, slot, halo):
     pixel of the cell, so a pixel below it is no maximum (-inf otherwise: rules out nothing)."""
     if halo < 2:
         return NEG
-    return max(max(store[slot, 0, 5], store[slot, 0, 6]), max(store[slot, 0, 9], store[slot, 0, 10]))
+    a, b, c, d = CENTRE
+    return max(max(store[slot, 0, a], store[slot, 0, b]), max(store[slot, 0, c], store[slot, 0, d]))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -473,8 +504,8 @@ def _maxima_above(R, C, bound, k, thr, halo, enough):
         cys[at[level_of[i]]], cxs[at[level_of[i]]] = cells[i] // w, cells[i] % w
         at[level_of[i]] += 1
     slots, store = C.slot, C.store
-    flat = np.empty(n * CELL * CELL, np.int64)
-    vals = np.empty(n * CELL * CELL, np.float32)
+    flat = np.empty(n * PIXELS, np.int64)
+    vals = np.empty(n * PIXELS, np.float32)
     largest = np.full(enough, NEG)  # the `enough` largest values found, ascending
     masks = np.empty(n, np.int64)
     found = level = 0
@@ -486,8 +517,8 @@ def _maxima_above(R, C, bound, k, thr, halo, enough):
         b = level_start[level]
         m = _fill_above(R, C, k, cys[a:b], cxs[a:b], b - a, thr, halo, masks) if b > a else 0
         for i in range(a, a + m):
-            slot = slots[k, cys[i], cxs[i]] - 1
-            for p in range(CELL * CELL):
+            slot = _slot(slots, k, cys[i], cxs[i])
+            for p in range(PIXELS):
                 if masks[i - a] >> p & 1:  # (a _candidate)
                     v = store[slot, 0, p]
                     y, x = cys[i] * CELL + p // CELL, cxs[i] * CELL + p % CELL
@@ -586,7 +617,7 @@ def _topk_replay(R, C, bound, k, top, halo):
         low = hv[0] if filled == top and hv[0] >= 0 else NEG  # below it, only zeros can enter
         n = _fill_above(R, C, k, live_y, live_x, n, low, halo, masks)  # (kept in column order)
         for c in range(n):
-            live_slot[c] = slots[k, cy, live_x[c]] - 1
+            live_slot[c] = _slot(slots, k, cy, live_x[c])
             centre[c] = _centre_max(store, live_slot[c], halo)
         for i in range(CELL):
             y = cy * CELL + i
@@ -690,12 +721,12 @@ def _upper(heat, lo, hi, i, j, prev):
 
 @njit(cache=True, nogil=True, inline="always")
 def _upper_cell(heat, hs, tags, ts, prev):
-    """_upper from a computed cell's own ranges: heat[hs, 0, 16] and tags[ts, :, 16:18] of the
-    stores."""
+    """_upper from a computed cell's own ranges: heat[hs, 0, HEAT_MAX] and tags[ts, :, TAG_MIN]
+    to tags[ts, :, TAG_MAX] of the stores."""
     sq = span = np.float32(0.0)
     for m in range(len(prev)):
-        sq, span = _add_gap(sq, span, tags[ts, m, CELL * CELL], tags[ts, m, CELL * CELL + 1], prev[m])
-    return _upper_from(heat[hs, 0, CELL * CELL], sq, span)
+        sq, span = _add_gap(sq, span, tags[ts, m, TAG_MIN], tags[ts, m, TAG_MAX], prev[m])
+    return _upper_from(heat[hs, 0, HEAT_MAX], sq, span)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -732,8 +763,7 @@ def _tile_boxes(T, k, ty, tx, r, window, rows_lo, rows_hi):
     ranges too, unused. Returns the slot."""
     tags = T.maps
     h, w = tags.shape[2], tags.shape[3]
-    slot = k * r.tile_slot.shape[1] * r.tile_slot.shape[2] + r.tile_count[k, 0]
-    r.tile_count[k, 0] += 1
+    slot = _take_slot(r.tile_slot, r.tile_count, k, ty, tx)
     lo, hi = r.tile_lo[slot], r.tile_hi[slot]
     cy0, cx0 = ty * TILE, tx * TILE
     other = np.float32(1.0) - r.centre
@@ -762,8 +792,7 @@ def _tile_boxes(T, k, ty, tx, r, window, rows_lo, rows_hi):
                 if cy0 + i < h and cx0 + j < w:
                     lo_t = min(lo_t, a)
                     hi_t = max(hi_t, b)
-        lo[TILE * TILE, m], hi[TILE * TILE, m] = lo_t, hi_t
-    r.tile_slot[k, ty, tx] = slot + 1
+        lo[BOX_TILE, m], hi[BOX_TILE, m] = lo_t, hi_t
     return slot
 
 
@@ -775,7 +804,7 @@ def _refine_cell(heat, hs, tags, ts, cy, cx, width, prev, best, best_flat):
     if _upper_cell(heat, hs, tags, ts, prev) < best:  # the cell's exact ranges are tighter than its 3x3 box
         return best, best_flat
     top = NEG
-    for p in range(CELL * CELL):  # the cell's maximum first (a loop the compiler vectorises)
+    for p in range(PIXELS):  # the cell's maximum first (a loop the compiler vectorises)
         sq = np.float32(0.0)
         for m in range(len(prev)):
             d = tags[ts, m, p] - prev[m]
@@ -783,7 +812,7 @@ def _refine_cell(heat, hs, tags, ts, cy, cx, width, prev, best, best_flat):
         top = max(top, heat[hs, 0, p] - np.rint(np.sqrt(sq)))
     if top < best:
         return best, best_flat
-    for p in range(CELL * CELL):
+    for p in range(PIXELS):
         sq = np.float32(0.0)
         for m in range(len(prev)):
             d = tags[ts, m, p] - prev[m]
@@ -821,7 +850,7 @@ def _refine_cells(R, H, T, cell_heat, k, cells, n, prev, best, best_flat, bound,
             cy, cx = cells[i] // w, cells[i] % w
             known = hslot[k, cy, cx] != 0 and tslot[k, cy, cx] != 0
             if new == 0 and known:
-                upper = _upper_cell(hstore, hslot[k, cy, cx] - 1, tstore, tslot[k, cy, cx] - 1, prev)
+                upper = _upper_cell(hstore, _slot(hslot, k, cy, cx), tstore, _slot(tslot, k, cy, cx), prev)
                 if upper >= best:
                     bound[m], order[m] = upper, cells[i]
                     m += 1
@@ -836,13 +865,13 @@ def _refine_cells(R, H, T, cell_heat, k, cells, n, prev, best, best_flat, bound,
             fill(R, T, ks, order[:m] // w, order[:m] % w, False)
             for i in range(m):
                 cy, cx = order[i] // w, order[i] % w
-                bound[i] = _upper_cell(hstore, hslot[k, cy, cx] - 1, tstore, tslot[k, cy, cx] - 1, prev)
+                bound[i] = _upper_cell(hstore, _slot(hslot, k, cy, cx), tstore, _slot(tslot, k, cy, cx), prev)
         _sort_desc(bound, order, m)
         for i in range(m):
             if bound[i] < best:
                 break
             cy, cx = order[i] // w, order[i] % w
-            best, best_flat = _refine_cell(hstore, hslot[k, cy, cx] - 1, tstore, tslot[k, cy, cx] - 1,
+            best, best_flat = _refine_cell(hstore, _slot(hslot, k, cy, cx), tstore, _slot(tslot, k, cy, cx),
                                            cy, cx, w * CELL, prev, best, best_flat)
     return best, best_flat
 
@@ -886,7 +915,8 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
         k = joints[q]
         p = prev[q]
         seeds = seed_cells[seed_start[q]:seed_start[q + 1]]
-        best, best_flat = _refine_cells(R, H, T, cell_heat, k, seeds, len(seeds), p, NEG, np.int64(-1), seed_bound, seed_id)
+        best, best_flat = _refine_cells(R, H, T, cell_heat, k, seeds, len(seeds), p, NEG, np.int64(-1),
+                                        seed_bound, seed_id)
         # (a heat bound below best prunes without the tag part: the values are heat - round(d) <=
         # heat, exactly so in float32, and the heat bounds carry the rounding slack)
         n = 0  # the blocks not pruned by the seeds
@@ -919,10 +949,10 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
                 for tx in range(bx * TILE, min(nx, bx * TILE + TILE)):
                     if tile_heat[k, ty, tx] < best:
                         continue
-                    slot = tile_slot[k, ty, tx] - 1
+                    slot = _slot(tile_slot, k, ty, tx)
                     if slot < 0:
                         slot = _tile_boxes(T, k, ty, tx, r, window, rows_lo, rows_hi)
-                    tile_bound[t] = _upper(tile_heat[k, ty, tx], tile_lo, tile_hi, slot, TILE * TILE, p)
+                    tile_bound[t] = _upper(tile_heat[k, ty, tx], tile_lo, tile_hi, slot, BOX_TILE, p)
                     tile_id[t] = ty * nx + tx
                     t += 1
             _sort_desc(tile_bound, tile_id, t)
@@ -930,7 +960,7 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
                 if tile_bound[a] < best:
                     break
                 ty, tx = tile_id[a] // nx, tile_id[a] % nx
-                slot = tile_slot[k, ty, tx] - 1
+                slot = _slot(tile_slot, k, ty, tx)
                 c = 0
                 for cy in range(ty * TILE, min(h, ty * TILE + TILE)):
                     for cx in range(tx * TILE, min(w, tx * TILE + TILE)):
@@ -943,7 +973,8 @@ def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
                 _sort_desc(cell_bound, cell_id, c)
                 while c and cell_bound[c - 1] < best:  # raised by earlier cells of this tile
                     c -= 1
-                best, best_flat = _refine_cells(R, H, T, cell_heat, k, cell_id, c, p, best, best_flat, seed_bound, seed_id)
+                best, best_flat = _refine_cells(R, H, T, cell_heat, k, cell_id, c, p, best, best_flat,
+                                                seed_bound, seed_id)
         out[q] = best_flat
     return out
 
@@ -1064,22 +1095,28 @@ def munkres(cost):
 
 # ------------------------------------------------------------------------------- numpy's means
 
+_PW_BLOCK = 128  # numpy's pairwise sum: values summed in one leaf at most (its PW_BLOCKSIZE)
+_PW_LANES = 8  # running sums in a leaf (its unrolling), combined as written in _pairwise_leaf
+_PW_DEPTH = 64  # _pairwise_sum's stack: halving from 2**63 values needs fewer levels
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _pairwise_leaf(a, lo, hi):
-    """numpy's pairwise float32 sum of at most 128 values: sequential below 8, else 8 running sums."""
+    """numpy's pairwise float32 sum of at most _PW_BLOCK values: sequential below _PW_LANES, else
+    _PW_LANES running sums."""
     n = hi - lo
-    if n < 8:
+    if n < _PW_LANES:
         res = np.float32(0.0)
         for i in range(lo, hi):
             res += a[i]
         return res
-    r = a[lo:lo + 8].copy()
-    i = 8
-    while i < n - n % 8:
-        for j in range(8):
+    r = a[lo:lo + _PW_LANES].copy()
+    i = _PW_LANES
+    while i < n - n % _PW_LANES:
+        for j in range(_PW_LANES):
             r[j] += a[lo + i + j]
-        i += 8
-    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        i += _PW_LANES
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))  # numpy's order, 8 lanes
     for j in range(lo + i, hi):
         res += a[j]
     return res
@@ -1088,21 +1125,22 @@ def _pairwise_leaf(a, lo, hi):
 @njit(cache=True, nogil=True)
 def _pairwise_sum(a):
     """numpy's pairwise float32 sum of a (what .mean() of a float32 vector adds up): leaves of at
-    most 128 values, longer runs split in halves at a multiple of 8 and the halves' sums added.
-    (The recursion made explicit: numba's cache does not keep recursive functions.)"""
-    lo_of, hi_of, state = np.empty(64, np.int64), np.empty(64, np.int64), np.empty(64, np.int64)
-    sums = np.empty(64, np.float32)
+    most _PW_BLOCK values, longer runs split in halves at a multiple of _PW_LANES and the halves'
+    sums added. (The recursion made explicit: numba's cache does not keep recursive functions.)"""
+    lo_of, hi_of = np.empty(_PW_DEPTH, np.int64), np.empty(_PW_DEPTH, np.int64)
+    state = np.empty(_PW_DEPTH, np.int64)
+    sums = np.empty(_PW_DEPTH, np.float32)
     top, count = 0, 0
     lo_of[0], hi_of[0], state[0] = 0, len(a), 0
     while top >= 0:
         lo, hi = lo_of[top], hi_of[top]
-        if hi - lo <= 128:
+        if hi - lo <= _PW_BLOCK:
             sums[count] = _pairwise_leaf(a, lo, hi)
             count += 1
             top -= 1
             continue
         half = (hi - lo) // 2
-        half -= half % 8
+        half -= half % _PW_LANES
         if state[top] < 2:  # push the left half, then the right one
             state[top] += 1
             lo_of[top + 1], hi_of[top + 1] = (lo, lo + half) if state[top] == 1 else (lo + half, hi)
