@@ -47,7 +47,7 @@ PARAMETERS = {
     "hrnet_om": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
     "grouping": {"max_num_people": "30", "detection_threshold": "0.1", "tag_threshold": "1",
                  "nms_kernel": "5", "use_detection_val": "true", "ignore_too_much": "false", "adjust": "true",
-                 "refine": "true", "flip_test": "true"},
+                 "refine": "true", "flip_test": "true", "threads": "1"},
     "hrnet_pose": {},
 }
 
@@ -227,7 +227,7 @@ def grouping_model():
 
 def test_grouping_model_parameters_are_mmpose_test_cfg(grouping_model):
     module, model = grouping_model
-    assert model.params == GroupingParams()
+    assert model.params == GroupingParams(threads=1)  # mmpose's values; one thread per image
     params = module.parse_params({"refine": "False", "detection_threshold": "0.2", "max_num_people": "5",
                                   "threads": "1"})
     assert (params.refine, params.detection_threshold, params.max_num_people, params.threads) == (False, 0.2, 5, 1)
