@@ -234,41 +234,47 @@ class InstanceModel(Model):
         return instance
 
     def _submit(self, instance, batch):
-        """The batch to the instance's thread now; its outcome is collected by a task."""
+        """The batch to the instance's thread now. Its outcome comes back to the event loop as one
+        callback (through a task where an execution timeout is watched)."""
         loop = asyncio.get_running_loop()
         self._staged.update(batch)
-        work = loop.run_in_executor(self.pool.executor(instance), _run_on_instance, instance, batch)
-        loop.create_task(self._execute(instance, batch, work))
+        submitted = time.monotonic_ns()  # (until the thread says when it began)
+        work = self.pool.executor(instance).submit(_run_on_instance, instance, batch)
+        if self.execution_timeout_s:
+            loop.create_task(self._watch(instance, batch, work, submitted))
+        else:
+            work.add_done_callback(lambda w: _call_soon(loop, self._finish, instance, batch, w, submitted))
 
-    async def _execute(self, instance, batch, work):
-        started = time.monotonic_ns()  # (until the thread says when it began)
-        release = True
+    async def _watch(self, instance, batch, work, submitted):
+        """Fail the batch's requests if its execution outlasts the execution timeout."""
+        done, _ = await asyncio.wait({asyncio.wrap_future(work)}, timeout=self.execution_timeout_s)
+        if done:
+            self._finish(instance, batch, work, submitted)
+            return
+        # The instance stays busy until its thread returns; only these requests fail.
+        self._staged.difference_update(batch)
+        loop = asyncio.get_running_loop()
+        work.add_done_callback(lambda _w: _call_soon(loop, self._release, instance))
+        err = Unavailable(f"model '{self.name}' instance '{instance.name}' did not finish within "
+                          f"{self.execution_timeout_s:g} s (execution timeout)")
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(err)
+        log.error("%s", err.message)
+
+    def _finish(self, instance, batch, work, started):
+        """On the event loop, once the execution returned: statistics, then each request's result."""
         try:
-            if self.execution_timeout_s:
-                done, _ = await asyncio.wait({work}, timeout=self.execution_timeout_s)
-                if not done:
-                    release = False
-                    # The instance stays busy until its thread returns; only these requests fail.
-                    work.add_done_callback(lambda _f: self._release(instance))
-                    err = Unavailable(
-                        f"model '{self.name}' instance '{instance.name}' did not finish within "
-                        f"{self.execution_timeout_s:g} s (execution timeout)")
-                    for p in batch:
-                        if not p.future.done():
-                            p.future.set_exception(err)
-                    log.error("%s", err.message)
-                    return
-            started, batch, results, timing = await work
+            started, batch, results, timing = work.result()
         except ServerError as e:
             results, timing = [e] * len(batch), Timing()
         except Exception as e:  # a backend bug, not the client's fault
-            log.exception("model '%s' instance '%s' failed", self.name, instance.name)
+            log.error("model '%s' instance '%s' failed", self.name, instance.name, exc_info=e)
             results, timing = [Internal(f"model '{self.name}' instance '{instance.name}' failed: {e}")] \
                 * len(batch), Timing()
         finally:
             self._staged.difference_update(batch)
-            if release:
-                self._release(instance)
+            self._release(instance)
         if not batch:
             return  # every request had gone while it waited
         if len(results) != len(batch):
@@ -296,8 +302,8 @@ class InstanceModel(Model):
             self._once.remove(instance)
             self._free.append(instance)
         if not self.batching:
-            self._dispatch()
-        if self._wakeup is not None:
+            self._dispatch()  # (run() only watches queue timeouts: nothing to wake it for)
+        elif self._wakeup is not None:
             self._wakeup.set()
 
     async def close(self):
@@ -307,6 +313,15 @@ class InstanceModel(Model):
             if not p.future.done():
                 p.future.set_exception(Unavailable(f"model '{self.name}' was unloaded"))
         await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
+
+
+def _call_soon(loop, fn, *args):
+    """fn(*args) on the event loop, from any thread (nothing once the loop is closed)."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
 
 
 def _run_on_instance(instance, batch):

@@ -24,6 +24,10 @@ class EnsembleModel(Model):
         self._infer = infer
         self.steps = list(config.ensemble_scheduling.step)
         self._validate(resolve)
+        # Each step consumes an output of the step before it (hrnet_pose): no two can ever run at
+        # once, so the steps are awaited one after the other, without a task per step.
+        self._chain = all(set(self.steps[i].input_map.values()) & set(self.steps[i - 1].output_map.values())
+                          for i in range(1, len(self.steps)))
 
     def _validate(self, resolve):
         name = self.name
@@ -100,6 +104,17 @@ class EnsembleModel(Model):
     async def infer(self, request: InferRequest) -> InferResponse:
         tensors = dict(request.inputs)
         timing = Timing()
+        if self._chain:
+            for idx, step in enumerate(self.steps):
+                await self._step(idx, step, request, tensors, timing)
+        else:
+            await self._graph(request, tensors, timing)
+        wanted = request.requested_names(self.outputs)
+        return InferResponse(self.name, self.version_str, request.id,
+                             {n: tensors[n] for n in wanted}, timing=timing)
+
+    async def _graph(self, request, tensors, timing):
+        """Every step as a task, started as soon as its inputs exist."""
         events = {}
         loop = asyncio.get_running_loop()
         for step in self.steps:
@@ -110,21 +125,8 @@ class EnsembleModel(Model):
             for t in step.input_map.values():
                 if t not in tensors:
                     await events[t]
-            req = InferRequest(
-                model_name=step.model_name,
-                model_version="" if step.model_version <= 0 else str(step.model_version),
-                id=request.id,
-                inputs={k: tensors[t] for k, t in step.input_map.items()},
-                outputs=[RequestedOutput(k) for k in step.output_map],
-                parameters=request.parameters, timeout_us=request.timeout_us,
-                is_cancelled=request.is_cancelled)
-            try:
-                resp = await self._infer(req)
-            except ServerError as e:
-                raise e.prefixed(f"in ensemble '{self.name}', step {idx} (model '{step.model_name}'): ")
-            timing.add(resp.timing)
-            for k, t in step.output_map.items():
-                tensors[t] = resp.outputs[k]
+            await self._step(idx, step, request, tensors, timing)
+            for t in step.output_map.values():
                 if not events[t].done():
                     events[t].set_result(True)
 
@@ -137,9 +139,24 @@ class EnsembleModel(Model):
             for f in events.values():
                 if not f.done():
                     f.cancel()
-        wanted = request.requested_names(self.outputs)
-        return InferResponse(self.name, self.version_str, request.id,
-                             {n: tensors[n] for n in wanted}, timing=timing)
+
+    async def _step(self, idx, step, request, tensors, timing):
+        """Run one step on the ensemble tensors it maps; its outputs join them."""
+        req = InferRequest(
+            model_name=step.model_name,
+            model_version="" if step.model_version <= 0 else str(step.model_version),
+            id=request.id,
+            inputs={k: tensors[t] for k, t in step.input_map.items()},
+            outputs=[RequestedOutput(k) for k in step.output_map],
+            parameters=request.parameters, timeout_us=request.timeout_us,
+            is_cancelled=request.is_cancelled)
+        try:
+            resp = await self._infer(req)
+        except ServerError as e:
+            raise e.prefixed(f"in ensemble '{self.name}', step {idx} (model '{step.model_name}'): ")
+        timing.add(resp.timing)
+        for k, t in step.output_map.items():
+            tensors[t] = resp.outputs[k]
 
 
 def _full_dims(model, dims):
