@@ -653,8 +653,8 @@ def detect(g, joints, thr, halo, top, replay):
     joint, flat indices and values [K, top] in torch.topk's order, counts [K] (0 for joints not
     listed) and whether the joint needs the replay [K].
 
-    The maxima above the threshold are found on the cells whose bound reaches it; their order is
-    the sorted one unless equal values (border plateaus: the resize clamps, so the two outermost
+    The top+1 largest maxima above the threshold are found on the cells whose bound reaches it,
+    best bound first (_maxima_above); their order is the sorted one unless equal values (border plateaus: the resize clamps, so the two outermost
     rows and columns are equal) fall within the first top+1, in which case which of them make the
     cut and their order are std::partial_sort's, replayed on the whole NMS map: with replay, at
     once; without, such joints are only flagged (to be spread over threads in a second pass)."""
