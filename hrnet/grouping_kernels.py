@@ -406,7 +406,7 @@ def _fill_above(R, C, k, cys, cxs, n, floor, halo, masks):
         y0, y1, x0, x1 = CELL, -1, CELL, -1  # the candidates' rows and columns within the cell
         mask = 0
         for p in range(PIXELS):
-            if _candidate(store[slot, 0, p], floor, least):
+            if _candidate(store, slot, p, floor, least, halo):
                 y0, y1 = min(y0, p // CELL), max(y1, p // CELL)
                 x0, x1 = min(x0, p % CELL), max(x1, p % CELL)
                 mask |= 1 << p
@@ -433,11 +433,20 @@ def _centre_max(store, slot, halo):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _candidate(v, floor, least):
-    """Whether a pixel of value v is worth _is_max: above floor and not below its cell's
-    _centre_max `least`. The one rule for the searches and for _fill_above, which computes the
-    cells that _is_max will read for exactly these pixels."""
-    return v > floor and v >= least
+def _candidate(store, slot, p, floor, least, halo):
+    """Whether pixel p of a cell (store row slot) is worth _is_max: above floor, not below the
+    cell's _centre_max `least` and, with a window wider than the pixel, not below a nearest
+    neighbour within the cell (both lie in its window). The one rule: _fill_above applies it (its
+    masks) and computes the cells that _is_max will read for exactly these pixels; the searches
+    test only those."""
+    v = store[slot, 0, p]
+    if not (v > floor and v >= least):
+        return False
+    if halo == 0:
+        return True
+    i, j = p // CELL, p % CELL
+    return not ((i > 0 and store[slot, 0, p - CELL] > v) or (j > 0 and store[slot, 0, p - 1] > v)
+                or (j < CELL - 1 and store[slot, 0, p + 1] > v) or (i < CELL - 1 and store[slot, 0, p + CELL] > v))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -603,7 +612,6 @@ def _topk_replay(R, C, bound, k, top, halo):
     live_y = np.empty(w, np.int64)
     live_x = np.empty(w, np.int64)
     live_slot = np.empty(w, np.int64)
-    centre = np.empty(w, np.float32)
     masks = np.empty(w, np.int64)
     hv = np.empty(top, np.float32)
     hi = np.empty(top, np.int64)
@@ -618,11 +626,10 @@ def _topk_replay(R, C, bound, k, top, halo):
         n = _fill_above(R, C, k, live_y, live_x, n, low, halo, masks)  # (kept in column order)
         for c in range(n):
             live_slot[c] = _slot(slots, k, cy, live_x[c])
-            centre[c] = _centre_max(store, live_slot[c], halo)
         for i in range(CELL):
             y = cy * CELL + i
             for c in range(n):
-                slot, least, cx = live_slot[c], centre[c], live_x[c]
+                slot, cx = live_slot[c], live_x[c]
                 row = masks[c] >> (i * CELL) & (1 << CELL) - 1  # the row's candidates above low
                 if row == 0 and filled == top and hv[0] >= 0:
                     continue
@@ -630,7 +637,8 @@ def _topk_replay(R, C, bound, k, top, halo):
                     x = cx * CELL + j
                     v = store[slot, 0, i * CELL + j]
                     if filled < top or hv[0] < 0:
-                        is_max = _candidate(v, NEG, least) and _is_max(slots, store, k, y, x, v, halo)
+                        # (the mask's floor is -inf here: the row began with the heap below 0 or not full)
+                        is_max = (row >> j & 1) != 0 and _is_max(slots, store, k, y, x, v, halo)
                         nms = v if is_max else np.float32(0.0)
                         if filled < top:
                             hv[filled] = nms
