@@ -11,8 +11,9 @@ refine). Here input-size values are only computed where they can matter, each wi
 arithmetic (its CPU bilinear kernel, fused multiply-adds included), so nothing changes; the loops
 are compiled (hrnet/grouping_kernels.py, numba):
 * a resized value is a convex combination of 2x2 low-resolution values, so a pixel is bounded by
-  its 3x3 low-resolution neighbourhood. NMS runs exactly on the cells whose bound reaches the
-  detection threshold;
+  its 3x3 low-resolution neighbourhood. NMS visits the cells whose bound reaches the detection
+  threshold best bound first and stops once the top_k + 1 largest maxima are known (only candidate
+  pixels, handed on as bit masks, are tested);
 * torch.topk's order of equal values (border plateaus: the resize clamps, so the two outermost
   rows/columns are equal) is replayed from its std::partial_sort on that joint's whole NMS map,
   skipping what cannot enter the heap;
@@ -20,7 +21,8 @@ are compiled (hrnet/grouping_kernels.py, numba):
   blocks, tiles and cells with the same kind of bounds (heat max, tag range), only for missing
   joints;
 * the assignment is munkres 1.1.4's algorithm step for step (its tie-breaking decides crowded
-  scenes), compiled.
+  scenes), compiled; each joint is matched against every person found so far (mmpose's
+  ignore_too_much=False; the list is cut to max_num_people only with ignore_too_much=True).
 Exactness holds for inputs with H + W > 128 and H * W >= 64 * max_num_people, where torch takes
 these code paths (any real input: min(H, W) = 512).
 """
