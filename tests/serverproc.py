@@ -57,21 +57,27 @@ class ServerProcess:
         return self.proc.poll() is None
 
     def stop(self, sig=signal.SIGTERM, timeout=60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc, sig, timeout)
         self._pump.join(5)
-        return self.proc.returncode
+        return code
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout=60) -> int:
+    """Send `sig`, wait up to `timeout` s, then kill: the process's exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def _serves(args, what: str) -> bool:

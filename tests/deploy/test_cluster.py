@@ -21,7 +21,7 @@ import tritonclient.http as httpclient
 
 from deploy import cluster
 from tests.conftest import copy_test_repo, subset_repo
-from tests.serverproc import ROOT
+from tests.serverproc import ROOT, stop_process
 
 class Launcher:
     """`python -m deploy.cluster` on free loopback ports; `state` once it says it is ready."""
@@ -56,16 +56,10 @@ class Launcher:
         return "".join(self.err)
 
     def stop(self, sig=signal.SIGTERM, timeout=60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc, sig, timeout)
         for t in self._pumps:
             t.join(5)
-        return self.proc.returncode
+        return code
 
     def __enter__(self):
         return self
