@@ -164,11 +164,11 @@ class InferenceCore:
         """An external request on a stream (ModelStreamInfer): yields (item, final) pairs, item an
         InferResult, a ServerError (an error response) or None (a final flag sent alone). A
         model that is not decoupled answers once, final; a failure before the model runs raises."""
-        self._admit()
         model = self.repository.get(wire.model_name, wire.model_version)
-        if not model.decoupled:
+        if not model.decoupled:  # (infer_request admits and validates it)
             yield await self.infer_request(wire, is_cancelled), True
             return
+        self._admit()
         self.inflight += 1
         try:
             start = time.monotonic_ns()
