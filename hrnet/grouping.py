@@ -389,53 +389,20 @@ def _adjust(maps: _Maps, keypoints):
 
 
 def _refine(maps: _Maps, keypoints, cands, threads=0):
-    """mmpose refine, for the joints each person misses: argmax of heat - round(tag distance)."""
-    width, height = maps.size
-    h, w = maps.low
-    # person tag: mean of the tags at its joints' pixels (adjusted coordinates truncate back)
-    pp, pk = np.nonzero(keypoints[:, :, 2] > 0)
-    px = np.clip(keypoints[pp, pk, 0].astype(np.intp), 0, width - 1)
-    py = np.clip(keypoints[pp, pk, 1].astype(np.intp), 0, height - 1)
-    tags = maps.tags_at(pk, py, px)
-    starts = np.searchsorted(pp, np.arange(len(keypoints) + 1))
-    prev = kernels.group_means(tags, starts.astype(np.int64))  # mmpose: np.mean(tags, axis=0) per person
-    p, ks = np.nonzero(keypoints[:, :, 2] == 0)
-    # mmpose keeps a refined joint only if its heat is > 0: a joint whose heat bound is <= 0
-    # everywhere keeps nothing, whatever the argmax
-    hot = (maps.grid.tile_heat.reshape(maps.k, -1).max(axis=1) > 0)[ks]
-    p, ks = p[hot], ks[hot]
-    if not len(p):
+    """mmpose refine, for the joints each person misses: argmax of heat - round(|tag - person tag|)
+    (the queries and their seeds, then the search, then the result: compiled)."""
+    grid = maps.grid
+    joint_start, cand_x, cand_y = (np.asarray(a, np.int64) for a in cands[:3])
+    people, joints, prev, start, seeds = kernels.refine_queries(grid, keypoints, joint_start, cand_x, cand_y)
+    if not len(people):
         return
-    # seeds, as cy * w + cx: the cells of the person's other joints (its tags are there) and those
-    # of the joint's detections (the hottest places of its map)
-    person_cells = (py // STRIDE) * w + px // STRIDE
-    joint_start, cand_x, cand_y = cands[:3]
-    per_joint = np.diff(joint_start)
-    mine = np.searchsorted(pp, p, side="right") - np.searchsorted(pp, p)  # the person's own cells
-    count = mine + per_joint[ks]
-    start = np.concatenate([[0], np.cumsum(count)])
-    offset = np.arange(start[-1]) - np.repeat(start[:-1], count)  # position within a query's seeds
-    own = offset < np.repeat(mine, count)
-    at_person = np.repeat(np.searchsorted(pp, p), count) + offset
-    at_joint = np.repeat(joint_start[ks] - mine, count) + offset
-    all_joint_cells = np.concatenate([(cand_y // STRIDE) * w + cand_x // STRIDE, [0]])
-    seeds = np.where(own, person_cells[np.clip(at_person, 0, len(pp) - 1)],
-                     all_joint_cells[np.clip(at_joint, 0, len(all_joint_cells) - 1)])
+    bounds = maps.refine_bounds()
     # joints to threads, the queries of one joint together (its caches are its own)
-    grid, bounds = maps.grid, maps.refine_bounds()
-    joints, prev_q, start, seeds = ks.astype(np.int64), prev[p].astype(_F32), start.astype(np.int64), seeds.astype(np.int64)
-    shares = _interleave(np.argsort(-np.bincount(ks, minlength=maps.k), kind="stable"), threads)
-    parts = _in_parallel(lambda mine: kernels.refine_argmax(grid, bounds, np.flatnonzero(np.isin(joints, mine)),
-                                                            joints, prev_q, start, seeds), shares)
-    flat = np.max(parts, axis=0)  # each query is answered by one part, -1 elsewhere
-    ys, xs = flat // width, flat % width
-    vals = maps.heat_at(ks, ys, xs)
-    take = vals > 0
-    p, ks, ys, xs, vals = p[take], ks[take], ys[take], xs[take], vals[take]
-    dx, dy = _quarter_offsets(maps, ks, ys, xs)
-    keypoints[p, ks, 0] = (xs + _F64(0.5)) + dx
-    keypoints[p, ks, 1] = (ys + _F64(0.5)) + dy
-    keypoints[p, ks, 2] = vals
+    shares = _interleave(np.argsort(-np.bincount(joints, minlength=maps.k), kind="stable"), threads)
+    queries = [np.arange(len(joints))] if len(shares) == 1 else [np.flatnonzero(np.isin(joints, mine)) for mine in shares]
+    parts = _in_parallel(lambda mine: kernels.refine_argmax(grid, bounds, mine, joints, prev, start, seeds), queries)
+    flat = parts[0] if len(parts) == 1 else np.max(parts, axis=0)  # each query answered by one part, -1 elsewhere
+    kernels.refine_apply(grid, keypoints, people, joints, flat)
 
 
 def _to_image(coords, center, scale, size):

@@ -885,6 +885,90 @@ def _refine_cells(R, H, T, cell_heat, k, cells, n, prev, best, best_flat, bound,
 
 
 @njit(cache=True, nogil=True)
+def refine_queries(g, keypoints, joint_start, cand_x, cand_y):
+    """The queries of mmpose's refine for keypoints [P, K, >= 3] (x, y, val: input-size pixels): one
+    per person and joint it misses (val 0) whose map has some heat above 0 (else nothing could be
+    kept). Returns (person, joint) of each query, the person's tag prev [n, M] (mean of the tags at
+    its joints' pixels, coordinates truncated, as numpy's np.mean), and its seed cells (cy * w + cx)
+    seed_cells[seed_start[q]:seed_start[q + 1]]: the cells of the person's own joints (its tags are
+    there), then those of the joint's detections (the candidates joint_start[k]:joint_start[k + 1]
+    of cand_x/cand_y: the hottest places of its map)."""
+    K, h, w = g.cell_heat.shape
+    width, height = w * CELL, h * CELL
+    P = keypoints.shape[0]
+    # the pixels of every person's joints, in row-major order (np.nonzero)
+    n_own = 0
+    for i in range(P):
+        for k in range(K):
+            if keypoints[i, k, 2] > 0:
+                n_own += 1
+    own_k, own_y, own_x = np.empty(n_own, np.int64), np.empty(n_own, np.int64), np.empty(n_own, np.int64)
+    own_start = np.zeros(P + 1, np.int64)
+    j = 0
+    for i in range(P):
+        for k in range(K):
+            if keypoints[i, k, 2] > 0:
+                own_k[j] = k
+                own_x[j] = min(max(np.int64(keypoints[i, k, 0]), 0), width - 1)  # (truncation, as astype)
+                own_y[j] = min(max(np.int64(keypoints[i, k, 1]), 0), height - 1)
+                j += 1
+        own_start[i + 1] = j
+    person_tag = group_means(tags_at(g, own_k, own_y, own_x), own_start)
+    hot = np.zeros(K, np.bool_)
+    for k in range(K):
+        hot[k] = g.tile_heat[k].max() > 0
+    n = 0
+    for i in range(P):
+        for k in range(K):
+            if keypoints[i, k, 2] == 0 and hot[k]:
+                n += 1
+    people, joints = np.empty(n, np.int64), np.empty(n, np.int64)
+    prev = np.empty((n, person_tag.shape[1]), np.float32)
+    seed_start = np.zeros(n + 1, np.int64)
+    q = 0
+    for i in range(P):
+        for k in range(K):
+            if keypoints[i, k, 2] == 0 and hot[k]:
+                people[q], joints[q] = i, k
+                prev[q] = person_tag[i]
+                seed_start[q + 1] = seed_start[q] + (own_start[i + 1] - own_start[i]) + (joint_start[k + 1] - joint_start[k])
+                q += 1
+    seed_cells = np.empty(seed_start[n], np.int64)
+    for q in range(n):
+        i, k = people[q], joints[q]
+        s = seed_start[q]
+        for j in range(own_start[i], own_start[i + 1]):
+            seed_cells[s] = (own_y[j] // CELL) * w + own_x[j] // CELL
+            s += 1
+        for j in range(joint_start[k], joint_start[k + 1]):
+            seed_cells[s] = (cand_y[j] // CELL) * w + cand_x[j] // CELL
+            s += 1
+    return people, joints, prev, seed_start, seed_cells
+
+
+@njit(cache=True, nogil=True)
+def refine_apply(g, keypoints, people, joints, flat):
+    """mmpose's refine result into keypoints [P, K, >= 3]: each query's argmax (a flat input-size
+    index) is kept where its heat is above 0, at the pixel's centre plus the +-0.25 adjustment
+    (float64 sums, stored as float32), with that heat."""
+    K, h, w = g.cell_heat.shape
+    width = w * CELL
+    n = len(flat)
+    ys, xs = np.empty(n, np.int64), np.empty(n, np.int64)
+    for q in range(n):
+        ys[q], xs[q] = flat[q] // width, flat[q] % width
+    vals = heat_at(g, joints, ys, xs)
+    take = np.flatnonzero(vals > 0)
+    dx, dy = quarter_offsets(g, joints[take], ys[take], xs[take])
+    for j in range(len(take)):
+        q = take[j]
+        i, k = people[q], joints[q]
+        keypoints[i, k, 0] = np.float32(np.float64(xs[q]) + np.float64(0.5) + np.float64(dx[j]))
+        keypoints[i, k, 1] = np.float32(np.float64(ys[q]) + np.float64(0.5) + np.float64(dy[j]))
+        keypoints[i, k, 2] = vals[q]
+
+
+@njit(cache=True, nogil=True)
 def refine_argmax(g, r, queries, joints, prev, seed_start, seed_cells):
     """Flat input-size index of the row-major first argmax of `heat - round(||tag - prev||)`
     for each listed query (of n: a joint, a person tag prev [n, M]); -1 for the others.
