@@ -7,6 +7,7 @@ flip test. The output is bit-identical to the torch reference on the same decode
 numpy + OpenCV only: this runs inside the serving process, which never imports torch.
 """
 
+import functools
 import struct
 
 import cv2
@@ -205,6 +206,18 @@ def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return b + np.array([-direction[1], direction[0]], dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=256)
+def _geometry(w: int, h: int, input_size: int):
+    """Network input size, center, scale and the affine matrix of a w x h image: they depend on
+    the size alone, and images come in few sizes (a dozen numpy calls saved per image). The
+    arrays are read-only: every caller shares them."""
+    size, center, scale = _multi_scale_size(w, h, input_size)
+    trans = get_affine_transform(center, scale, size)
+    for a in (center, scale, trans):
+        a.flags.writeable = False
+    return size, center, scale, trans
+
+
 def preprocess(img_rgb: np.ndarray, input_size: int = 512, flip_test: bool = True,
                max_input_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Network input float32 [2 or 1, 3, H, W] (C-contiguous; [1] is [0] flipped along W
@@ -219,7 +232,7 @@ def preprocess(img_rgb: np.ndarray, input_size: int = 512, flip_test: bool = Tru
     h, w = img_rgb.shape[:2]
     if w < 2 or h < 2:
         raise ImageError(f"image too small: {w}x{h} (minimum 2x2)")
-    (out_w, out_h), center, scale = _multi_scale_size(w, h, input_size)
+    (out_w, out_h), center, scale, trans = _geometry(w, h, input_size)
     if max(w, h, out_w, out_h) > _MAX_SIDE:
         raise ImageError(f"image {w}x{h} is too elongated: network input would be {out_w}x{out_h} "
                          f"(side limit {_MAX_SIDE})")
@@ -227,7 +240,6 @@ def preprocess(img_rgb: np.ndarray, input_size: int = 512, flip_test: bool = Tru
         raise ImageError(f"image {w}x{h} is too elongated: network input {out_w}x{out_h} exceeds "
                          f"{max_input_pixels} pixels")
 
-    trans = get_affine_transform(center, scale, (out_w, out_h))
     warped = cv2.warpAffine(img_rgb, trans, (out_w, out_h), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 

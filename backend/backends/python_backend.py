@@ -306,7 +306,7 @@ class PythonInstance(Instance):
         names = req.requested_names(self.output_names)
         pb_req = pb_utils.InferenceRequest(
             model_name=self.model_name, requested_output_names=names, inputs=tensors,
-            request_id=req.id, parameters=json.dumps(_jsonable(req.parameters)),
+            request_id=req.id, parameters=json.dumps(_jsonable(req.parameters)) if req.parameters else "{}",
             timeout=req.timeout_us)
         pb_req._cancel_check = req.is_cancelled
         if not self.decoupled:
@@ -383,6 +383,8 @@ def _cancelled(flag, check) -> bool:
 
 def _parameters(resp) -> dict:
     params = resp.parameters()
+    if params == "{}":  # (most responses: no JSON to parse)
+        return {}
     return dict(json.loads(params)) if isinstance(params, str) and params else dict(params or {})
 
 

@@ -388,7 +388,7 @@ class InferenceTrace:
 def _parameters_json(parameters):
     # Triton accepts a dict of str -> bool/int/str and hands models its JSON text. A JSON
     # string (what the server has after reading gRPC parameters) is accepted as is.
-    if parameters is None:
+    if parameters is None or parameters == "{}":
         return "{}"
     if isinstance(parameters, str):
         try:
