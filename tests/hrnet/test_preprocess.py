@@ -160,6 +160,24 @@ def test_flip_copy_and_layout():
     np.testing.assert_array_equal(pad_column, np.broadcast_to((-pp.MEAN / pp.STD)[:, None], pad_column.shape))
 
 
+def test_geometry_cache_is_per_size_and_not_shared_with_callers():
+    """Each image size's geometry is computed once (hrnet.preprocess._geometry): a caller changing
+    the returned center or scale must not change the next image's, and a second size its own."""
+    a = np.random.default_rng(2).integers(0, 256, (425, 640, 3), dtype=np.uint8)
+    first, center, scale = pp.preprocess(a)
+    want_center, want_scale = center.copy(), scale.copy()
+    center += 100  # the caller's arrays are its own
+    scale *= 3
+    again, center2, scale2 = pp.preprocess(a)
+    assert np.array_equal(again, first)
+    assert np.array_equal(center2, want_center) and np.array_equal(scale2, want_scale)
+    b = np.random.default_rng(3).integers(0, 256, (640, 425, 3), dtype=np.uint8)
+    expected, want_c, want_s = _reference_input(b, True)
+    got, got_c, got_s = pp.preprocess(b)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got_c, np.asarray(want_c, np.float32)) and np.array_equal(got_s, np.asarray(want_s, np.float32))
+
+
 # ---------------------------------------------------------------- decoding
 
 def _png(width, height, color_type, bit_depth, rows, extra_chunks=()):
