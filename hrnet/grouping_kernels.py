@@ -896,15 +896,14 @@ def refine_queries(g, keypoints, joint_start, cand_x, cand_y):
     K, h, w = g.cell_heat.shape
     width, height = w * CELL, h * CELL
     P = keypoints.shape[0]
-    # the pixels of every person's joints, in row-major order (np.nonzero)
-    n_own = 0
-    for i in range(P):
-        for k in range(K):
-            if keypoints[i, k, 2] > 0:
-                n_own += 1
-    own_k, own_y, own_x = np.empty(n_own, np.int64), np.empty(n_own, np.int64), np.empty(n_own, np.int64)
+    # the pixels of every person's joints, and the queries: both in row-major order (np.nonzero)
+    own_k, own_y, own_x = np.empty(P * K, np.int64), np.empty(P * K, np.int64), np.empty(P * K, np.int64)
     own_start = np.zeros(P + 1, np.int64)
-    j = 0
+    people, joints = np.empty(P * K, np.int64), np.empty(P * K, np.int64)
+    hot = np.zeros(K, np.bool_)
+    for k in range(K):
+        hot[k] = g.tile_heat[k].max() > 0
+    j = n = 0
     for i in range(P):
         for k in range(K):
             if keypoints[i, k, 2] > 0:
@@ -912,27 +911,18 @@ def refine_queries(g, keypoints, joint_start, cand_x, cand_y):
                 own_x[j] = min(max(np.int64(keypoints[i, k, 0]), 0), width - 1)  # (truncation, as astype)
                 own_y[j] = min(max(np.int64(keypoints[i, k, 1]), 0), height - 1)
                 j += 1
-        own_start[i + 1] = j
-    person_tag = group_means(tags_at(g, own_k, own_y, own_x), own_start)
-    hot = np.zeros(K, np.bool_)
-    for k in range(K):
-        hot[k] = g.tile_heat[k].max() > 0
-    n = 0
-    for i in range(P):
-        for k in range(K):
-            if keypoints[i, k, 2] == 0 and hot[k]:
+            elif keypoints[i, k, 2] == 0 and hot[k]:
+                people[n], joints[n] = i, k
                 n += 1
-    people, joints = np.empty(n, np.int64), np.empty(n, np.int64)
+        own_start[i + 1] = j
+    person_tag = group_means(tags_at(g, own_k[:j], own_y[:j], own_x[:j]), own_start)
+    people, joints = people[:n], joints[:n]
     prev = np.empty((n, person_tag.shape[1]), np.float32)
     seed_start = np.zeros(n + 1, np.int64)
-    q = 0
-    for i in range(P):
-        for k in range(K):
-            if keypoints[i, k, 2] == 0 and hot[k]:
-                people[q], joints[q] = i, k
-                prev[q] = person_tag[i]
-                seed_start[q + 1] = seed_start[q] + (own_start[i + 1] - own_start[i]) + (joint_start[k + 1] - joint_start[k])
-                q += 1
+    for q in range(n):
+        i, k = people[q], joints[q]
+        prev[q] = person_tag[i]
+        seed_start[q + 1] = seed_start[q] + (own_start[i + 1] - own_start[i]) + (joint_start[k + 1] - joint_start[k])
     seed_cells = np.empty(seed_start[n], np.int64)
     for q in range(n):
         i, k = people[q], joints[q]
