@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -21,6 +22,9 @@ from .repository import Repository
 from .repository_poll import DEFAULT_POLL_SECS, RepositoryPoller
 
 log = logging.getLogger("backend.server")
+# The lines that say where each endpoint listens (Triton's wording), and their parser for the tools
+# that start servers (tests/serverproc.py, deploy/cluster.py): port 0 means the OS chose one.
+STARTED = re.compile(r"Started (GRPCInferenceService|HTTPService|Metrics Service) at \S+:(\d+)")
 MAX_MESSAGE = 2**31 - 1
 CLOSE_MIN_S = 0.1
 OWN_LOGGERS = ("backend", "hrnet", "triton")   # triton.*: pb_utils.Logger of the models

@@ -23,7 +23,6 @@ import ctypes
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend import cli
+from backend.server import STARTED
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "nginx" / "nginx.conf.template"
@@ -44,7 +44,6 @@ REPLICA_HOST = "127.0.0.1"
 INSTALL_HINT = ("nginx is not installed: `make install-cluster` installs it "
                 "(apt-get update && apt-get install nginx)")
 # The server logs Triton's line for each endpoint it serves, with the port it bound.
-_STARTED = re.compile(r"Started (GRPCInferenceService|HTTPService|Metrics Service) at \S+:(\d+)")
 _ENDPOINTS = {"GRPCInferenceService": "grpc_port", "HTTPService": "http_port",
               "Metrics Service": "metrics_port"}
 _PR_SET_PDEATHSIG = 1
@@ -92,6 +91,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def _tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file ('' when it cannot be read)."""
+    try:
+        return "".join(path.read_text().splitlines(keepends=True)[-lines:])
+    except OSError:
+        return ""
+
+
 def _exit_text(code: int) -> str:
     return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
@@ -130,7 +137,7 @@ class Replica:
         with open(self.log_path, "a", buffering=1) as out:
             for line in proc.stdout:
                 out.write(line)
-                m = _STARTED.search(line)
+                m = STARTED.search(line)
                 if m and m.group(1) not in self._started:
                     setattr(self, _ENDPOINTS[m.group(1)], int(m.group(2)))
                     self._started.add(m.group(1))
@@ -163,10 +170,7 @@ class Replica:
                 client.close()
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "".join(self.log_path.read_text().splitlines(keepends=True)[-lines:])
-        except OSError:
-            return ""
+        return _tail(self.log_path, lines)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -224,20 +228,15 @@ class Front:
                 raise Stopped
             if self.proc.poll() is not None:
                 raise ClusterError(f"nginx exited while starting ({_exit_text(self.proc.returncode)}); "
-                                   f"{self.error_log}:\n{self._error_tail()}")
+                                   f"{self.error_log}:\n{_tail(self.error_log)}")
             if time.monotonic() > deadline:
-                raise ClusterError(f"nginx does not listen on {sorted(pending)}:\n{self._error_tail()}")
+                raise ClusterError(f"nginx does not listen on {sorted(pending)}:\n{_tail(self.error_log)}")
             for port in list(pending):
                 with socket.socket() as s:
                     if s.connect_ex((_connect_host(self.host), port)) == 0:
                         pending.discard(port)
             time.sleep(0.1)
 
-    def _error_tail(self) -> str:
-        try:
-            return "".join(self.error_log.read_text().splitlines(keepends=True)[-20:])
-        except OSError:
-            return ""
 
     def stop(self, timeout: float) -> None:
         """SIGQUIT: stop accepting, finish the requests in flight; SIGTERM, then SIGKILL, if late."""

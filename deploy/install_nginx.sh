@@ -4,10 +4,13 @@
 # package would start on port 80 is kept from starting.
 set -euo pipefail
 
-if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then
-    echo "nginx present: $(command -v nginx || echo /usr/sbin/nginx)"
-    exit 0
-fi
+# (the places deploy/cluster.py's find_nginx looks: PATH, /usr/sbin, /usr/local/sbin)
+for candidate in "$(command -v nginx || true)" /usr/sbin/nginx /usr/local/sbin/nginx; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+        echo "nginx present: $candidate"
+        exit 0
+    fi
+done
 if ! command -v apt-get >/dev/null; then
     echo "nginx is missing and apt-get is not available: install nginx (with its gRPC module) yourself" >&2
     exit 1

@@ -1,15 +1,15 @@
 """Start a real server process on a free loopback port and stop it (tests, benchmarks, soak)."""
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 
+from backend.server import STARTED
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_STARTED = re.compile(r"Started (GRPCInferenceService|HTTPService|Metrics Service) at [^:]+:(\d+)")
 
 
 class ServerProcess:
@@ -30,7 +30,7 @@ class ServerProcess:
         def pump():
             for line in self.proc.stdout:
                 self.log_lines.append(line)
-                m = _STARTED.search(line)
+                m = STARTED.search(line)
                 if m and m.group(1) not in ports:
                     ports[m.group(1)] = int(m.group(2))
                     self.port = ports.get("GRPCInferenceService")
