@@ -110,10 +110,8 @@ class _Reason(str):
     final = False
 
 
-def _final(text: str) -> _Reason:
-    reason = _Reason(text)
-    reason.final = True
-    return reason
+class _Final(_Reason):
+    final = True
 
 
 def why_unreachable(conn: Connection, err: InferenceServerException) -> _Reason:
@@ -125,21 +123,21 @@ def why_unreachable(conn: Connection, err: InferenceServerException) -> _Reason:
     if "resolving" in text or "Domain name not found" in text:
         return _Reason(f"cannot resolve the host of {url}")
     if "WRONG_VERSION_NUMBER" in text:
-        return _final(f"TLS handshake with {url} failed: the server does not speak TLS (drop --ssl)")
+        return _Final(f"TLS handshake with {url} failed: the server does not speak TLS (drop --ssl)")
     if "CERTIFICATE_VERIFY_FAILED" in text:
-        return _final(f"TLS handshake with {url} failed: the server's certificate is not trusted "
+        return _Final(f"TLS handshake with {url} failed: the server's certificate is not trusted "
                       f"(give its CA with --root-certificates PEM)")
     if "andshake" in text:
-        return _final(f"TLS handshake with {url} failed: {text}")
+        return _Final(f"TLS handshake with {url} failed: {text}")
     if "Socket closed" in text or "Connection reset" in text:
         if not conn.ssl:
-            return _final(f"the server at {url} closed the connection: it probably requires TLS "
+            return _Final(f"the server at {url} closed the connection: it probably requires TLS "
                           f"(use --ssl --root-certificates PEM)")
-        return _final(f"the server at {url} closed the TLS connection: it probably requires a "
+        return _Final(f"the server at {url} closed the TLS connection: it probably requires a "
                       f"client certificate (--private-key PEM --certificate-chain PEM) or refuses "
                       f"this one")
     if "restricted, expecting header" in text:
-        return _final(f"the server at {url} refused the request: {text} "
+        return _Final(f"the server at {url} refused the request: {text} "
                       f"(pass it with --header NAME:VALUE)")
     if "Deadline" in text or "DEADLINE" in str(err.status()):
         return _Reason(f"no answer from {url} in time")
@@ -171,7 +169,7 @@ def _not_ready_reason(conn: Connection, client, model: str, timeout_s: float) ->
         client.is_server_live(client_timeout=timeout_s)
     except InferenceServerException as err:
         reason = why_unreachable(conn, err)
-        return (_final if reason.final else _Reason)(f"{reason} (wanted model '{model}')")
+        return type(reason)(f"{reason} (wanted model '{model}')")
     try:
         ready = client.is_model_ready(model, client_timeout=timeout_s)
     except InferenceServerException as err:
@@ -184,10 +182,15 @@ def _not_ready_reason(conn: Connection, client, model: str, timeout_s: float) ->
     return None
 
 
+def unavailable(err: Exception) -> bool:
+    """Whether err is gRPC's UNAVAILABLE (a server gone, starting, or refusing this request)."""
+    return isinstance(err, InferenceServerException) and err.status() == "StatusCode.UNAVAILABLE"
+
+
 def lost_server(err: Exception, client: grpcclient.InferenceServerClient, timeout_s: float = 5.0) -> bool:
     """Whether `err` means the server is gone: gRPC UNAVAILABLE and the server no longer live
     (UNAVAILABLE alone may be a refusal of this one request: overload, execution timeout)."""
-    if not (isinstance(err, InferenceServerException) and err.status() == "StatusCode.UNAVAILABLE"):
+    if not unavailable(err):
         return False
     try:
         return not client.is_server_live(client_timeout=timeout_s)

@@ -19,10 +19,9 @@ from typing import Callable, TypeVar
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from client.connection import Connection, ServerUnavailable, connect, lost_server
+from client.connection import Connection, ServerUnavailable, connect, lost_server, unavailable
 
 T = TypeVar("T")
-UNAVAILABLE = "StatusCode.UNAVAILABLE"
 REST_S = 5.0
 
 
@@ -51,20 +50,34 @@ class Endpoints:
         """Clients for every endpoint; those not ready yet rest (warned about). ServerUnavailable
         (each endpoint's reason) when none has `model` ready."""
         self = cls(conn)
-        reasons = []
-        for i, c in enumerate(self.conns):
-            try:
-                self.clients.append(connect(c, model))
-            except ServerUnavailable as err:
-                reasons.append(str(err))
-                self.clients.append(c.client())
-                self._rest_until[i] = time.monotonic() + REST_S
+        # Every endpoint asked once at once; only when none is ready, each waited for in turn
+        # within one deadline (an endpoint that is down must not hold up a ready one).
+        reasons = self._connect_all(model, deadline=None)
+        if len(reasons) == len(self.conns) and conn.wait_ready_s > 0:
+            for c in self.clients:
+                c.close()
+            self.clients = []
+            reasons = self._connect_all(model, deadline=time.monotonic() + conn.wait_ready_s)
         if len(reasons) == len(self.conns):
             self.close()
             raise ServerUnavailable("; ".join(reasons))
         for reason in reasons:
             print(f"warning: {reason}; using the other endpoints", file=sys.stderr)
         return self
+
+    def _connect_all(self, model: str, deadline: float | None) -> list[str]:
+        """A client per endpoint (one check each without a deadline, else waiting for each in turn
+        until it); those not ready rest. Returns their reasons."""
+        reasons = []
+        for i, c in enumerate(self.conns):
+            wait = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                self.clients.append(connect(replace(c, wait_ready_s=wait), model))
+            except ServerUnavailable as err:
+                reasons.append(str(err))
+                self.clients.append(c.client())
+                self._rest_until[i] = time.monotonic() + REST_S
+        return reasons
 
     def client(self) -> grpcclient.InferenceServerClient:
         """A client of an endpoint not resting (for metadata and config calls)."""
@@ -81,15 +94,15 @@ class Endpoints:
             try:
                 return fn(self.clients[i])
             except InferenceServerException as err:
-                if err.status() != UNAVAILABLE:
+                if not unavailable(err):
                     raise
                 tried.add(i)
                 with self._lock:
                     self._rest_until[i] = time.monotonic() + REST_S
+                    if len(tried) < len(self.clients):
+                        self.retries += 1
                 if len(tried) == len(self.clients):
                     raise
-                with self._lock:
-                    self.retries += 1
             finally:
                 with self._lock:
                     self._in_flight[i] -= 1

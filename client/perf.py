@@ -236,12 +236,11 @@ class Load:
     for blocking calls, a callback chain for --async, and one shared stream for --streaming.
     """
 
-    def __init__(self, conn: Connection | str, model: str, inputs: list[TensorSpec],
-                 outputs: list[TensorSpec], samples: list[dict], mode: str = "sync",
-                 regions: SharedMemoryRegions | None = None):
-        self.model, self.inputs, self.outputs = model, inputs, outputs
+    def __init__(self, conn: Connection, model: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                 samples: list[dict], mode: str = "sync", regions: SharedMemoryRegions | None = None):
+        self.model, self.outputs = model, outputs
         self.samples, self.mode, self.regions = samples, mode, regions
-        self.client = (Connection(conn) if isinstance(conn, str) else conn).client()
+        self.client = conn.client()
         self._next_sample = itertools.count()
         self._lock = threading.Lock()
         self._records: list[tuple[int, int, int, int]] = []   # start, end, send, recv (ns)

@@ -2,6 +2,8 @@
 spreading, a refusal (UNAVAILABLE) sent again elsewhere, an endpoint down from the start.
 tests/client/test_failover.py kills a real server in the middle of a run."""
 
+import time
+
 import grpc
 import pytest
 
@@ -58,6 +60,17 @@ def test_an_endpoint_down_from_the_start_is_left_out(truth_answers, free_url, tm
         assert code == 0 and len(b.triton.requests) == 4
     assert f"no server listens at {free_url}" in capsys.readouterr().err
     assert read_summary(out)["evaluated_images"] == 4
+
+
+def test_an_endpoint_down_does_not_hold_up_a_ready_one_for_the_wait(truth_answers, free_url, tmp_path, capsys):
+    """--wait-ready is how long to wait for *some* endpoint: with one ready, the run starts at once
+    rather than after waiting the whole time for the one that is down (listed first)."""
+    started = time.monotonic()
+    with FakeServer(FakeTriton(truth_answers)) as b:
+        code, out = run([free_url, b.url], tmp_path, "--wait-ready", "120")
+        assert code == 0 and len(b.triton.requests) == 4
+    assert time.monotonic() - started < 60
+    assert f"no server listens at {free_url}" in capsys.readouterr().err
 
 
 def test_no_endpoint_reachable_exits_2_naming_each(free_url, tmp_path, capsys):
