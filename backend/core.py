@@ -4,12 +4,13 @@ admission control, request validation, inference routing and statistics bookkeep
 and returns the server's own types (backend/types.py) and raises backend/errors.py errors."""
 
 import asyncio
+import contextlib
 import logging
 import time
 
 from proto import model_config_pb2 as mc
 
-from . import __version__, custom_metrics, decoupled, dtypes, tensor_io, validation
+from . import __version__, decoupled, dtypes, tensor_io, validation
 from .backends import python_backend
 from .errors import Cancelled, InvalidArgument, ServerError, Unavailable, Unsupported
 from .repository import Repository
@@ -42,8 +43,6 @@ class InferenceCore:
         self.shutting_down = False
         self.loop = None
         self.extensions = list(EXTENSIONS)
-        # pb_utils.MetricFamily / Metric of the Python models (the metrics endpoint exports them)
-        self.custom_metrics = custom_metrics.REGISTRY
 
     async def start(self, load: list | None = None):
         """Load the models: all of them, or those named in explicit mode ('*' = all)."""
@@ -131,34 +130,41 @@ class InferenceCore:
         if self.max_inflight and self.inflight >= self.max_inflight:
             raise Unavailable(f"Server is at its limit of {self.max_inflight} concurrent requests")
 
-    def _prepare(self, wire: WireRequest, model, start: int) -> InferRequest:
+    @contextlib.contextmanager
+    def _external(self):
+        """An external request admitted and counted in flight while it runs."""
+        self._admit()
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+
+    def _prepare(self, wire: WireRequest, model, start: int, is_cancelled) -> InferRequest:
         try:
             request = tensor_io.prepare(wire, model, self.shm)
         except ServerError:
             model.stats.request_done(False, time.monotonic_ns() - start)
             raise
-        log.debug("request %r for %s: inputs %s", request.id, model.describe(),
-                  {n: list(a.shape) for n, a in request.inputs.items()})
+        request.is_cancelled = is_cancelled
+        if log.isEnabledFor(logging.DEBUG):  # (the shapes' dict is built only when logged)
+            log.debug("request %r for %s: inputs %s", request.id, model.describe(),
+                      {n: list(a.shape) for n, a in request.inputs.items()})
         return request
 
     async def infer_request(self, wire: WireRequest, is_cancelled=None,
                             decoupled_error: str = GRPC_DECOUPLED) -> InferResult:
         """An external request (gRPC, HTTP): admission, validation, run, outputs placed. A
         decoupled model is refused with `decoupled_error` (its responses need a stream)."""
-        self._admit()
-        model = self.repository.get(wire.model_name, wire.model_version)
-        if model.decoupled:
-            raise Unsupported(decoupled_error)
-        self.inflight += 1
-        try:
+        with self._external():
+            model = self.repository.get(wire.model_name, wire.model_version)
+            if model.decoupled:
+                raise Unsupported(decoupled_error)
             start = time.monotonic_ns()
-            request = self._prepare(wire, model, start)
-            request.is_cancelled = is_cancelled
+            request = self._prepare(wire, model, start, is_cancelled)
             response = await self._run(model, request, start)
             return InferResult(response.model_name, response.model_version, request.id, response.parameters,
                                tensor_io.outputs(response, request, model, self.shm))
-        finally:
-            self.inflight -= 1
 
     async def stream_request(self, wire: WireRequest, is_cancelled=None):
         """An external request on a stream (ModelStreamInfer): yields (item, final) pairs, item an
@@ -168,12 +174,9 @@ class InferenceCore:
         if not model.decoupled:  # (infer_request admits and validates it)
             yield await self.infer_request(wire, is_cancelled), True
             return
-        self._admit()
-        self.inflight += 1
-        try:
+        with self._external():
             start = time.monotonic_ns()
-            request = self._prepare(wire, model, start)
-            request.is_cancelled = is_cancelled
+            request = self._prepare(wire, model, start, is_cancelled)
             async for item, final in self._stream(model, request, start):
                 if isinstance(item, InferResponse):
                     try:
@@ -182,8 +185,6 @@ class InferenceCore:
                     except ServerError as e:
                         item = e
                 yield item, final
-        finally:
-            self.inflight -= 1
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Internal requests (ensemble steps, BLS): validated like external ones."""

@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from . import custom_metrics
 from .core import InferenceCore
 
 log = logging.getLogger("backend.metrics")
@@ -39,7 +40,7 @@ COUNTERS = ("nv_inference_request_success", "nv_inference_request_failure", "nv_
             "nv_inference_exec_count") + tuple("nv_inference_" + d[0] for d in _DURATIONS)
 
 
-def exposition(registry, counters=COUNTERS) -> bytes:
+def exposition(registry, counters) -> bytes:
     """Prometheus text of the registry with Triton's counter names in the HELP/TYPE lines."""
     text = generate_latest(registry)
     for name in counters:
@@ -100,8 +101,7 @@ class TritonCollector:
 
     def extra_families(self):
         """Families that models add (pb_utils custom metrics), if any."""
-        extra = getattr(self.core, "custom_metrics", None)
-        return extra.collect() if extra is not None else ()
+        return custom_metrics.REGISTRY.collect()
 
 
 def metrics_app(core: InferenceCore) -> web.Application:
@@ -109,8 +109,7 @@ def metrics_app(core: InferenceCore) -> web.Application:
     registry.register(TritonCollector(core))
 
     async def metrics(request):
-        custom = getattr(core, "custom_metrics", None)
-        body = exposition(registry, COUNTERS + tuple(custom.counter_names() if custom is not None else ()))
+        body = exposition(registry, COUNTERS + tuple(custom_metrics.REGISTRY.counter_names()))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

@@ -72,15 +72,10 @@ def _need_file(flag: str, option: str, path: str) -> None:
 
 def endpoint_ports(args) -> list[tuple[str, int]]:
     """(flag, port) of every endpoint this server will open."""
-    ports = []
-    for enabled, flag, port in ((getattr(args, "allow_grpc", True), "--grpc-port", args.grpc_port),
-                                (getattr(args, "allow_http", False), "--http-port",
-                                 getattr(args, "http_port", 0)),
-                                (getattr(args, "allow_metrics", False), "--metrics-port",
-                                 getattr(args, "metrics_port", 0))):
-        if enabled:
-            ports.append((flag, port))
-    return ports
+    return [(flag, port) for enabled, flag, port in ((args.allow_grpc, "--grpc-port", args.grpc_port),
+                                                     (args.allow_http, "--http-port", args.http_port),
+                                                     (args.allow_metrics, "--metrics-port", args.metrics_port))
+            if enabled]
 
 
 def check_ports(host: str, ports: list[tuple[str, int]]) -> None:

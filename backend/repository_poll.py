@@ -42,6 +42,7 @@ class RepositoryPoller:
     def __init__(self, repository, interval_s: float):
         self.repository = repository
         self.interval_s = interval_s
+        self.seen = {}
         self.seen = self._look()   # before the first load: a change during loading is caught
 
     def _look(self) -> dict[str, tuple]:
@@ -49,7 +50,7 @@ class RepositoryPoller:
             return snapshot(self.repository.root, self.repository.scan())
         except OSError as err:      # the repository itself vanished or is unreadable
             log.error("poll: cannot read the model repository %s: %s", self.repository.root, err)
-            return dict(self.seen) if hasattr(self, "seen") else {}
+            return dict(self.seen)
 
     async def run(self) -> None:
         while True:

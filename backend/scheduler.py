@@ -79,8 +79,8 @@ class InstanceModel(Model):
         self.instances = pool.instances
         self.execution_timeout_s = execution_timeout_s
         self._free = collections.deque(self.instances)  # idle instances, longest idle first
-        self._once = collections.deque()  # instances running one execution, oldest first
-        self._load = {id(i): 0 for i in self.instances}  # executions handed to each instance's thread
+        # instances running one execution, oldest first; one in neither deque has two (prefetch)
+        self._once = collections.deque()
         self._staged = set()  # requests handed to a thread, until their execution ends
         self._queue = collections.deque()
         self._wakeup = None
@@ -142,12 +142,10 @@ class InstanceModel(Model):
         self._queue = keep
 
     def _take_batch(self):
-        """Pop the requests of the next execution: one request, or as many as fit in
+        """Pop the requests of the next execution (the dynamic batcher's): as many as fit in
         max_batch_size (stopping at the largest preferred size reached)."""
         first = self._queue.popleft()
         batch = [first]
-        if not self.batching:
-            return batch
         size = first.batch
         best = 1 if size in self.preferred else 0  # requests forming the largest preferred size
         while self._queue:
@@ -190,7 +188,7 @@ class InstanceModel(Model):
                 except asyncio.TimeoutError:
                     pass
                 continue
-            if self.batching and self.max_delay_ns:
+            if self.max_delay_ns:
                 # Wait (up to the queue delay of the oldest request) for a preferred batch size.
                 target = self.preferred[-1] if self.preferred else self.max_batch_size
                 oldest = self._queue[0].enqueued
@@ -230,7 +228,6 @@ class InstanceModel(Model):
             self._once.append(instance)
         else:
             instance = self._once.popleft()
-        self._load[id(instance)] += 1
         return instance
 
     def _submit(self, instance, batch):
@@ -295,12 +292,11 @@ class InstanceModel(Model):
             p.future.set_result(result)
 
     def _release(self, instance):
-        left = self._load[id(instance)] = self._load[id(instance)] - 1
-        if left:
-            self._once.append(instance)  # its prefetched execution runs now
-        else:
+        if instance in self._once:  # its only execution ended
             self._once.remove(instance)
             self._free.append(instance)
+        else:  # (it had two) its prefetched execution runs now
+            self._once.append(instance)
         if not self.batching:
             self._dispatch()  # (run() only watches queue timeouts: nothing to wake it for)
         elif self._wakeup is not None:
