@@ -27,6 +27,7 @@ EMPTY_FINAL_PARAM = "triton_enable_empty_final_response"
 
 
 def _error(message: str, req, final: bool = True) -> pb.ModelStreamInferResponse:
+    """A stream message naming the request (an error; with no message, the final flag alone)."""
     resp = pb.ModelStreamInferResponse(
         error_message=message,
         infer_response=pb.ModelInferResponse(id=req.id, model_name=req.model_name,
@@ -38,13 +39,6 @@ def _error(message: str, req, final: bool = True) -> pb.ModelStreamInferResponse
 def _result(result, final: bool) -> list:
     result.parameters = {**result.parameters, FINAL_PARAM: final}
     return codec.encode_stream_response(result)
-
-
-def _empty_final(req) -> pb.ModelStreamInferResponse:
-    resp = pb.ModelStreamInferResponse(infer_response=pb.ModelInferResponse(
-        id=req.id, model_name=req.model_name, model_version=req.model_version))
-    resp.infer_response.parameters[FINAL_PARAM].bool_param = True
-    return resp
 
 
 class StreamCall:
@@ -134,7 +128,7 @@ class StreamCall:
             async for item, final in self.core.stream_request(wire, self.is_cancelled):
                 if item is None:
                     if final and empty_final:
-                        await self.out.put(_empty_final(req))
+                        await self.out.put(_error("", req))
                 elif isinstance(item, ServerError):
                     await self.out.put(_error(item.message, req, final))
                 else:

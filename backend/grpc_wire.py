@@ -95,19 +95,22 @@ def parse_infer_request(data: bytes) -> InferMessage:
     return InferMessage(pb.ModelInferRequest.FromString(b"".join(rest)), raw)
 
 
+_RAW_OUTPUT_TAG = _tag(RAW_OUTPUT_CONTENTS)
+_STREAM_RESPONSE_TAG = _tag(STREAM_INFER_RESPONSE)
+
+
 def infer_response_chunks(msg, tensors: list) -> list:
     """The wire records of a ModelInferResponse: `msg` (without raw_output_contents) serialised,
     then one raw_output_contents record per tensor (bytes-like), in order."""
     chunks = [msg.SerializeToString()]
-    tag = _tag(RAW_OUTPUT_CONTENTS)
     for data in tensors:
-        chunks += (tag, _encode_varint(len(data)), data)
+        chunks += (_RAW_OUTPUT_TAG, _encode_varint(len(data)), data)
     return chunks
 
 
 def stream_response_chunks(chunks: list) -> list:
     """A ModelStreamInferResponse whose infer_response is the message of `chunks`."""
-    return [_tag(STREAM_INFER_RESPONSE), _encode_varint(sum(len(c) for c in chunks))] + chunks
+    return [_STREAM_RESPONSE_TAG, _encode_varint(sum(len(c) for c in chunks))] + chunks
 
 
 def serialize(response) -> bytes:

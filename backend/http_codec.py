@@ -76,13 +76,13 @@ def decode_infer(model_name: str, model_version: str, body: bytes, header_length
         shape = _field(t, "shape", list, where)
         if datatype is None or shape is None:
             raise InvalidArgument(f"{where} needs 'datatype' and 'shape'")
-        if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        if not all(tensor_io.is_int(d) for d in shape):
             raise InvalidArgument(f"{where}: 'shape' must be a list of integers, got {json.dumps(shape)[:60]}")
         tparams = _field(t, "parameters", dict, where, {})
         size = tparams.get("binary_data_size")
         data = None
         if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            if not tensor_io.is_int(size) or size < 0:
                 raise InvalidArgument(f"{where}: 'binary_data_size' must be a non-negative integer")
             if used + size > len(binary):
                 raise InvalidArgument(f"{where}: binary_data_size {size} runs past the end of the request body "
@@ -106,19 +106,20 @@ def decode_infer(model_name: str, model_version: str, body: bytes, header_length
     return WireRequest(model_name, model_version, request_id, params, inputs, outputs)
 
 
+def _json_string(x) -> bytes:
+    # A BYTES element of JSON data: a string only (UTF-8 on the wire).
+    if isinstance(x, str):
+        return x.encode()
+    raise TypeError("BYTES elements must be strings")
+
+
 def _json_tensor(data, datatype: str, shape: list, name: str, model: str):
     """JSON `data` (flat or nested, row-major) as the tensor's raw bytes."""
     if datatype not in dtypes.WIRE_NAMES:
         return None  # the core names the bad datatype
     try:
         if datatype == "BYTES":
-            flat = np.array(data, dtype=np.object_).reshape(-1)
-            items = [x.encode() if isinstance(x, str) else x for x in flat]
-            if not all(isinstance(x, bytes) for x in items):
-                raise TypeError("BYTES elements must be strings")
-            arr = np.empty(len(items), np.object_)
-            arr[:] = items
-            return bytes_tensor.serialize(arr)
+            return bytes_tensor.serialize_array(np.array(data, dtype=np.object_), to_bytes=_json_string).tobytes()
         if datatype == "BF16":
             raise TypeError("BF16 data must be sent as binary data")
         arr = np.array(data, dtype=dtypes.numpy_dtype(datatype))

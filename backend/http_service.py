@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from . import http_codec as codec
+from . import http_codec as codec, tensor_io
 from .core import HTTP_DECOUPLED, InferenceCore
 from .errors import Forbidden, InvalidArgument, NotFound, ServerError, Unsupported
 from .restrictions import Restrictions
@@ -96,7 +96,7 @@ class HttpService:
 
     def _add(self, router, method, path, group, handler):
         async def guarded(request):
-            key = self.restrictions.missing(group, {k.lower(): v for k, v in request.headers.items()})
+            key = self.restrictions.missing(group, request.headers)  # (aiohttp's: case-insensitive)
             if key is not None:
                 raise Forbidden(f"This API is restricted, expecting header '{key}'")
             return await handler(request)
@@ -219,7 +219,7 @@ class HttpService:
         key = body.get("key")
         offset = body.get("offset", 0)
         size = body.get("byte_size")
-        if not isinstance(key, str) or not all(isinstance(v, int) and not isinstance(v, bool) for v in (offset, size)):
+        if not isinstance(key, str) or not all(tensor_io.is_int(v) for v in (offset, size)):
             raise InvalidArgument("shared memory registration needs 'key' (string), 'offset' and 'byte_size' (integers)")
         self.core.shm.register(region, key, offset, size)
         return web.Response(status=200)

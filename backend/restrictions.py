@@ -21,7 +21,8 @@ class Restrictions:
                 self.required[g.strip()] = (key.lower(), value)
 
     def missing(self, group: str, headers) -> str | None:
-        """The header key a call of `group` lacks (headers: lower-case name -> value), or None."""
+        """The header key a call of `group` lacks (headers: a mapping whose get() finds the lower-case
+        name: gRPC metadata's dict, aiohttp's case-insensitive headers), or None."""
         need = self.required.get(group)
         if need is None or headers.get(need[0]) == need[1]:
             return None

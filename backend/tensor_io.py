@@ -17,7 +17,8 @@ _KNOWN = {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout"
 SHM_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
+    """An integer of JSON or Python, not a bool (bool is an int subclass)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -32,10 +33,10 @@ def check_parameters(params: dict, model_name: str) -> int:
         if key.startswith("triton_") and key not in _KNOWN:
             raise InvalidArgument(f"parameter keys starting with 'triton_' are reserved for Triton usage "
                                   f"and should not be specified, got '{key}' for model '{model_name}'")
-    if "priority" in params and not _is_int(params["priority"]):
+    if "priority" in params and not is_int(params["priority"]):
         raise InvalidArgument("invalid value type for 'priority' parameter, expected int64_param or uint64_param.")
     timeout = params.get("timeout", 0)
-    if not _is_int(timeout):
+    if not is_int(timeout):
         raise InvalidArgument("invalid value type for 'timeout' parameter, expected int64_param.")
     if timeout < 0:
         raise InvalidArgument(f"'timeout' parameter must be a non-negative integer for model '{model_name}'")
@@ -53,7 +54,7 @@ def shm_target(params: dict, what: str, model: str):
     if size is None:
         raise InvalidArgument(f"'shared_memory_byte_size' is missing for {what} for model '{model}'")
     offset = params.get("shared_memory_offset", 0)
-    if not _is_int(size) or not _is_int(offset):
+    if not is_int(size) or not is_int(offset):
         raise InvalidArgument(f"shared memory byte size and offset of {what} for model '{model}' "
                               "must be integers")
     return region, offset, size
@@ -170,7 +171,7 @@ def raw_bytes(array: np.ndarray, datatype: str):
     """The wire bytes of an output array: a memoryview of it when C-contiguous (no copy), else
     one copy; BYTES serialised with length prefixes."""
     if datatype == "BYTES":
-        return bytes_tensor.serialize(array)
+        return memoryview(bytes_tensor.serialize_array(array))  # (its own array: no copy to bytes)
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
     if not array.size:
