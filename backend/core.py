@@ -186,12 +186,14 @@ class InferenceCore:
                         item = e
                 yield item, final
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        """Internal requests (ensemble steps, BLS): validated like external ones."""
+    async def infer(self, request: InferRequest, decoupled_error: ServerError | None = None) -> InferResponse:
+        """Internal requests (ensemble steps, BLS): validated like external ones. A decoupled model
+        is refused with `decoupled_error` (the caller's wording) or the core's."""
         model = self.repository.get(request.model_name, request.model_version)
         if model.decoupled:
-            raise Unsupported(f"model '{model.name}' is decoupled: its responses can only be streamed "
-                              f"(ModelStreamInfer, or BLS exec(decoupled=True))")
+            raise decoupled_error or Unsupported(
+                f"model '{model.name}' is decoupled: its responses can only be streamed "
+                f"(ModelStreamInfer, or BLS exec(decoupled=True))")
         start = time.monotonic_ns()
         self._check_internal(model, request, start)
         return await self._run(model, request, start)

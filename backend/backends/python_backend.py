@@ -55,15 +55,13 @@ class BlsBridge:
             parameters=json.loads(params) if params else {}, timeout_us=req.timeout())
 
     async def _infer(self, req):
-        version = req.model_version()
-        if self.core.is_decoupled(req.model_name(), "" if version == -1 else str(version)):
-            # python_backend's message (request_executor.cc), as an error response
-            return _error_response(Internal(
-                f"Model {req.model_name()} is using the decoupled. The current BLS request call "
-                f"doesn't support models using the decoupled transaction policy. Please use "
-                f"'decoupled=True' argument to the 'exec' or 'async_exec' calls for decoupled models.'"))
+        # python_backend's refusal of a decoupled model (request_executor.cc), as an error response
+        refusal = Internal(
+            f"Model {req.model_name()} is using the decoupled. The current BLS request call "
+            f"doesn't support models using the decoupled transaction policy. Please use "
+            f"'decoupled=True' argument to the 'exec' or 'async_exec' calls for decoupled models.'")
         try:
-            resp = await self.core.infer(self._request(req))
+            resp = await self.core.infer(self._request(req), decoupled_error=refusal)
         except ServerError as e:
             return _error_response(e)
         return _pb_response(resp)
