@@ -333,13 +333,7 @@ class PythonInstance(Instance):
         if final:
             ended.append(True)
         if response is not None and not isinstance(response, ServerError):
-            if response.has_error():
-                response = error_from_triton(response.error())
-            else:
-                wanted = set(req.requested_names(self.output_names))
-                outputs = {t.name(): np.array(t.as_numpy()) for t in response.output_tensors()
-                           if t.name() in wanted}
-                response = InferResponse(self.model_name, "", req.id, outputs, _parameters(response))
+            response = self._response(req, response, set(req.requested_names(self.output_names)), copy=True)
         req.responses.send(response, final)
 
     def _from_pb(self, req, resp):
@@ -347,17 +341,22 @@ class PythonInstance(Instance):
             raise pb_utils.TritonModelException(
                 f"Expected an 'InferenceResponse' object in the execute function return list, found "
                 f"type '{type(resp).__name__}'.")
+        wanted = set(req.requested_names(self.output_names))
+        response = self._response(req, resp, wanted, copy=False)
+        if isinstance(response, InferResponse):
+            missing = wanted - set(response.outputs)
+            if missing:  # (checked here only: a decoupled model's responses may each carry some)
+                return Internal(f"model '{self.model_name}' did not return output(s) "
+                                f"{', '.join(sorted(missing))}")
+        return response
+
+    def _response(self, req, resp, wanted: set, copy: bool):
+        """A pb_utils.InferenceResponse as the server's: its error, or its requested outputs (pruned
+        as Triton does, PruneOutputTensors; copied when the model may reuse the arrays)."""
         if resp.has_error():
             return error_from_triton(resp.error())
-        wanted = set(req.requested_names(self.output_names))
-        outputs = {}
-        for t in resp.output_tensors():
-            if t.name() in wanted:  # pruned as Triton does (PruneOutputTensors)
-                outputs[t.name()] = t.as_numpy()
-        missing = wanted - set(outputs)
-        if missing:
-            return Internal(f"model '{self.model_name}' did not return output(s) "
-                            f"{', '.join(sorted(missing))}")
+        outputs = {t.name(): np.array(t.as_numpy()) if copy else t.as_numpy()
+                   for t in resp.output_tensors() if t.name() in wanted}
         return InferResponse(self.model_name, "", req.id, outputs, _parameters(resp))
 
     def close(self):
