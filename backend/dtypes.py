@@ -36,6 +36,11 @@ def wire_from_config(data_type: int) -> str:
     return _BY_ENUM.get(data_type, "INVALID")
 
 
+def config_from_wire(wire: str) -> int:
+    """"FP32" -> TYPE_FP32 (enum value); "BYTES" -> TYPE_STRING."""
+    return mc.DataType.Value(_TABLE[wire][0])
+
+
 def numpy_dtype(wire: str):
     """"FP32" -> np.float32 (little-endian); None for BYTES."""
     return _TABLE[wire][1]

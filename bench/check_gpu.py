@@ -16,7 +16,6 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 def gpu_name() -> str:
@@ -49,9 +48,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
     import onnxruntime as ort
+    from backend.backends.onnxruntime_backend import gpu_providers
     from tests.serverproc import start_server, wait_ready
 
-    have = [x for x in GPU_PROVIDERS if x in ort.get_available_providers()]
+    have = gpu_providers()  # (the server's own check, CUDA libraries preloaded as it does)
     if not have:
         print(f"no GPU execution provider in this onnxruntime ({ort.__version__}: "
               f"{', '.join(ort.get_available_providers())}): make install GPU=1 on a machine with an NVIDIA GPU",

@@ -114,6 +114,9 @@ class AisInstance(Instance):
         self.om_outputs = [(d.name, [int(v) for v in d.shape], _wire(d)) for d in self.session.get_outputs()]
         # free_resource() on current ais_bench, finalize() on older versions
         self.release = next((n for n in ("free_resource", "finalize") if hasattr(self.session, n)), None)
+        # sumary()'s list grows for as long as the session runs: cleared after each read where the
+        # version can (reset_sumaryinfo), else read past the runs already counted
+        self._reset_times = getattr(self.session, "reset_sumaryinfo", None)
         self.runs = 0
         self.device_ms = 0.0
         log.info("model '%s' instance '%s': %s on NPU %d", model_name, name, os.path.basename(path), device_id)
@@ -155,9 +158,10 @@ class AisInstance(Instance):
 
     def _device_times(self) -> list:
         times = list(self.session.sumary().exec_time_list)
-        reset = getattr(self.session, "reset_sumaryinfo", None)
-        if reset is not None:
-            reset()  # read per execution: the list would otherwise grow for as long as the server runs
+        if self._reset_times is not None:
+            self._reset_times()
+        else:
+            times = times[self.runs:]
         self.runs += len(times)
         self.device_ms += sum(times)
         return times
@@ -243,7 +247,7 @@ def _autocomplete(config, om_inputs, om_outputs):
     def add(io, tensors):
         for name, shape, wire in tensors:
             dims = shape[1:] if config.max_batch_size > 0 else [-1] + shape[1:]
-            dt = mc.DataType.Value("TYPE_STRING" if wire == "BYTES" else "TYPE_" + wire)
+            dt = dtypes.config_from_wire(wire)
             io.add(name=name, data_type=dt, dims=dims)
     if not config.input:
         add(config.input, om_inputs)
@@ -279,10 +283,10 @@ def load(config, version: int, model_dir: str, version_dir: str, execution_timeo
     if not os.path.isfile(path):
         raise InvalidArgument(f"unable to find '{path}' for model '{config.name}' (convert the ONNX with "
                               f"ATC: make om SOC=<your chip, e.g. Ascend310P3>)")
-    gear_list = gears(config)
+    gear_list, ids = gears(config), device_ids(config)
     pool = InstancePool([
         (name, functools.partial(AisInstance, name, interface, device, path, config.name))
-        for name, _, device in config_util.instance_placements(config, device_ids(config))])
+        for name, _, device in config_util.instance_placements(config, ids)])
     try:
         first = pool.instances[0]
         model = OmModel(config, version, model_dir, pool, execution_timeout_s)
@@ -293,6 +297,6 @@ def load(config, version: int, model_dir: str, version_dir: str, execution_timeo
     for inst in pool.instances:
         inst.model = model
     log.info("model '%s': %d instance(s) on NPU(s) %s, %s", config.name, len(pool.instances),
-             ",".join(map(str, device_ids(config))),
+             ",".join(map(str, ids)),
              f"{len(gear_list)} gears (dymdims)" if gear_list else "static shapes")
     return model

@@ -22,15 +22,13 @@ _ORT_TO_WIRE = {
     "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32",
     "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL", "tensor(string)": "BYTES",
 }
-_WIRE_TO_CONFIG = {w: mc.DataType.Value(("TYPE_" + w) if w != "BYTES" else "TYPE_STRING")
-                   for w in _ORT_TO_WIRE.values()}
 
 
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 @functools.cache
-def _gpu_providers() -> tuple:
+def gpu_providers() -> tuple:
     """The GPU execution providers this onnxruntime build has (onnxruntime-gpu: TensorRT, CUDA)."""
     import onnxruntime as ort
     found = tuple(p for p in _GPU_PROVIDERS if p in ort.get_available_providers())
@@ -45,7 +43,7 @@ def _gpu_providers() -> tuple:
 def normalize(config):
     """KIND_AUTO is a GPU where this onnxruntime can use one (Triton's rule); KIND_GPU stays GPU
     and falls back to the CPU provider at load, saying so, when it cannot."""
-    config_util.resolve_kinds(config, gpu_available=bool(_gpu_providers()))
+    config_util.resolve_kinds(config, gpu_available=bool(gpu_providers()))
 
 
 def _providers(kind: int, device_id: int = 0, config=None) -> list:
@@ -58,7 +56,7 @@ def _providers(kind: int, device_id: int = 0, config=None) -> list:
     if config is not None:
         trt.update((k, v.string_value) for k, v in config.parameters.items() if k.startswith("trt_"))
     options = {"TensorrtExecutionProvider": trt, "CUDAExecutionProvider": {"device_id": device_id}}
-    return [(p, options[p]) for p in _gpu_providers()] + ["CPUExecutionProvider"]
+    return [(p, options[p]) for p in gpu_providers()] + ["CPUExecutionProvider"]
 
 
 def session_options(config, intra, inter):
@@ -85,14 +83,12 @@ class OrtInstance(Instance):
         self.name = name
         self.session = ort.InferenceSession(path, sess_options=session_options(config, intra, inter),
                                             providers=_providers(kind, device_id, config))
-        self.batching = config.max_batch_size > 0
-        self.outputs = [o.name for o in config.output]
-        self.model_name = config.name
+        self.model_name = config.name  # (batching and outputs: set by load() once the config is complete)
         used = self.session.get_providers()
         if kind == mc.ModelInstanceGroup.KIND_GPU and used[0] not in _GPU_PROVIDERS:
             log.warning("model '%s' instance '%s': KIND_GPU but no GPU execution provider (this "
                         "onnxruntime has %s; install onnxruntime-gpu: make install GPU=1): running on the CPU",
-                        config.name, name, ", ".join(_gpu_providers()) or "none")
+                        config.name, name, ", ".join(gpu_providers()) or "none")
         log.info("model '%s' instance '%s': %s%s", config.name, name, ", ".join(used),
                  f" on GPU {device_id}" if used[0] in _GPU_PROVIDERS else "")
 
@@ -131,10 +127,10 @@ def _autocomplete(config, session):
         return d[1:] if mbs > 0 else d
     if not config.input:
         for i in session.get_inputs():
-            config.input.add(name=i.name, data_type=_WIRE_TO_CONFIG[_ORT_TO_WIRE[i.type]], dims=dims(i.shape))
+            config.input.add(name=i.name, data_type=dtypes.config_from_wire(_ORT_TO_WIRE[i.type]), dims=dims(i.shape))
     if not config.output:
         for o in session.get_outputs():
-            config.output.add(name=o.name, data_type=_WIRE_TO_CONFIG[_ORT_TO_WIRE[o.type]], dims=dims(o.shape))
+            config.output.add(name=o.name, data_type=dtypes.config_from_wire(_ORT_TO_WIRE[o.type]), dims=dims(o.shape))
 
 
 def _check_against_graph(config, session):
