@@ -18,14 +18,14 @@ table is skipped saying why.
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 
+from bench.transport import PERF_ANALYZER as TOOL, Skip, parse, perf_analyzer_ready
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(os.path.dirname(ROOT), "shared", "tools", "perf_analyzer.sh")
 REFERENCE_PASS_MS = 6.6
 CONCURRENCY = 4
 WINDOW_MS = 5000
@@ -42,16 +42,6 @@ instance_group [ {{ count: {sessions} kind: KIND_CPU }} ]
 parameters {{ key: "pass_ms" value: {{ string_value: "{pass_ms}" }} }}
 parameters {{ key: "project_root" value: {{ string_value: "{root}" }} }}
 '''
-
-
-def perf_analyzer_ready() -> str:
-    """'' when perf_analyzer can run, else why not."""
-    if not os.path.isfile(TOOL):
-        return f"{TOOL} is absent (no ../shared next to this checkout)"
-    setup = subprocess.run(["bash", TOOL, "--setup-only"], capture_output=True, text=True, timeout=300)
-    if setup.returncode != 0:
-        return f"perf_analyzer could not be prepared (exit {setup.returncode}): {setup.stderr.strip()[-300:]}"
-    return ""
 
 
 def _set_count(config_path: str, count: int):
@@ -100,18 +90,19 @@ def _count(client) -> int:
     return int(stats.get("inference_count", 0))
 
 
-def measure(pass_ms, sessions, preprocess, grouping, cores=0) -> dict:
-    """{"ips": served img/s (perf_analyzer), "cpu_ms": server CPU per image, "stable": bool}."""
+def measure(pass_ms, sessions, preprocess, grouping, cores, data: str) -> dict:
+    """{"ips": served img/s (perf_analyzer), "cpu_ms": server CPU per image, "stable": bool}; the
+    bundled images' perf_analyzer input file `data` is written by the first case."""
     from tests.serverproc import start_server, wait_ready
     with tempfile.TemporaryDirectory() as tmp:
         repo = build_repo(os.path.join(tmp, "repo"), pass_ms, preprocess, grouping, sessions)
-        data = os.path.join(tmp, "images.json")
         with start_server(repo) as srv:
             client = wait_ready(srv.url, "hrnet_pose")
-            export = subprocess.run([sys.executable, "-m", "client.perf", "-u", srv.url, "-m", "hrnet_pose",
-                                     "--export-input-data", data], cwd=ROOT, capture_output=True, text=True)
-            if export.returncode != 0:
-                raise SystemExit(f"client.perf --export-input-data failed:\n{export.stderr[-2000:]}")
+            if not os.path.exists(data):
+                export = subprocess.run([sys.executable, "-m", "client.perf", "-u", srv.url, "-m", "hrnet_pose",
+                                         "--export-input-data", data], cwd=ROOT, capture_output=True, text=True)
+                if export.returncode != 0:
+                    raise SystemExit(f"client.perf --export-input-data failed:\n{export.stderr[-2000:]}")
             prefix = []
             if cores:
                 _pin(srv.proc.pid, set(range(cores)))
@@ -124,13 +115,14 @@ def measure(pass_ms, sessions, preprocess, grouping, cores=0) -> dict:
                 cpu0, n0 = _cpu_seconds(srv.proc.pid), _count(client)
                 run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
                 cpu1, n1 = _cpu_seconds(srv.proc.pid), _count(client)
-                m = re.search(r"Throughput: ([0-9.]+) infer/sec", run.stdout)
-                if m and run.returncode == 0:
+                ips = parse(run.stdout).get("infer_per_s")
+                if ips is not None and run.returncode == 0:
                     break
                 if "Failed to obtain stable measurement" not in run.stdout + run.stderr:
                     raise SystemExit(f"$ {' '.join(cmd)}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
             client.close()
-        return {"ips": float(m.group(1)) if m else float("nan"), "stable": bool(m),
+        stable = ips is not None and run.returncode == 0
+        return {"ips": ips if stable else float("nan"), "stable": stable,
                 "cpu_ms": (cpu1 - cpu0) / max(1, n1 - n0) * 1000, "stability": stability}
 
 
@@ -138,8 +130,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.emulated_device", description=__doc__.split("\n\n")[0])
     p.parse_args(argv)
     sys.path.insert(0, ROOT)
-    why = perf_analyzer_ready()
-    if why:
+    try:
+        perf_analyzer_ready()
+    except Skip as why:
         print(f"\nEmulated-device table skipped: {why}")
         return 0
     cores = len(os.sched_getaffinity(0))
@@ -149,22 +142,24 @@ def main(argv=None) -> int:
     print("| device pass | device sessions | preprocess inst. | grouping inst. | server cores | img/s "
           "| server CPU ms/img | load avg | notes")
     print("|---|---|---|---|---|---|---|---|---")
-    for pass_ms, sessions, pre, grp, pin in CASES:
-        if pin and pin >= cores:
-            continue
-        r = measure(pass_ms, sessions, pre, grp, pin)
-        ips, used = r["ips"], pin or cores
-        if pass_ms:
-            note = f"{ips / cap:.3f} of the device cap {cap:.1f} img/s (goal >= 0.97)"
-        else:
-            note = f"host side alone: {ips / used:.1f} img/s per core" + (
-                "" if pin else f" (goal >= 110 img/s on 2 cores)")
-        if not r["stable"]:
-            note += f", NOT STABLE at -s {r['stability']}"
-        elif r["stability"] != 10:
-            note += f" (stable at -s {r['stability']})"
-        print(f"| {pass_ms:g} ms | {sessions if pass_ms else '-'} | {pre} | {grp} | {pin or 'all'} | {ips:.1f} "
-              f"| {r['cpu_ms']:.1f} | {os.getloadavg()[0]:.1f} | {note}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "images.json")  # (written by the first case)
+        for pass_ms, sessions, pre, grp, pin in CASES:
+            if pin and pin >= cores:
+                continue
+            r = measure(pass_ms, sessions, pre, grp, pin, data)
+            ips, used = r["ips"], pin or cores
+            if pass_ms:
+                note = f"{ips / cap:.3f} of the device cap {cap:.1f} img/s (goal >= 0.97)"
+            else:
+                note = f"host side alone: {ips / used:.1f} img/s per core" + (
+                    "" if pin else f" (goal >= 110 img/s on 2 cores)")
+            if not r["stable"]:
+                note += f", NOT STABLE at -s {r['stability']}"
+            elif r["stability"] != 10:
+                note += f" (stable at -s {r['stability']})"
+            print(f"| {pass_ms:g} ms | {sessions if pass_ms else '-'} | {pre} | {grp} | {pin or 'all'} | {ips:.1f} "
+                  f"| {r['cpu_ms']:.1f} | {os.getloadavg()[0]:.1f} | {note}", flush=True)
     return 0
 
 

@@ -32,7 +32,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -74,12 +73,6 @@ PATTERNS = {
 
 class Skip(Exception):
     """The table (or one server's part of it) cannot be measured here; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def perf_analyzer_ready():
@@ -128,7 +121,9 @@ def pytriton_server(tmp: str, python: str, libdir: str, dims: str, max_batch: in
     """PyTriton with the traps of peers_env.sh avoided: its venv's bin/ first on PATH, its
     interpreter's libdir on LD_LIBRARY_PATH, explicit free ports, stopped with SIGTERM (then the
     whole process group it started, should anything outlive it)."""
-    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+    from deploy.cluster import free_port
+    from tests.serverproc import stop_process
+    ports = {"http": free_port("127.0.0.1"), "grpc": free_port("127.0.0.1"), "metrics": free_port("127.0.0.1")}
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(python) + os.pathsep + env.get("PATH", "")
     if libdir:
@@ -161,13 +156,7 @@ def pytriton_server(tmp: str, python: str, libdir: str, dims: str, max_batch: in
         yield {"grpc": url, "http": f"127.0.0.1:{ports['http']}", "alive": lambda: proc.poll() is None, "log": tail,
                "pgid": proc.pid}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # tritonserver and its stub, if they outlived it
         log.close()
