@@ -11,7 +11,6 @@ from . import registry
 from .errors import InvalidArgument
 
 KIND = mc.ModelInstanceGroup
-DECOUPLED_BACKENDS = ("python",)  # backends whose models may send any number of responses
 
 
 def backend_of(config: mc.ModelConfig) -> str:
@@ -100,9 +99,10 @@ def normalize(config: mc.ModelConfig, model_name: str) -> mc.ModelConfig:
         cfg.backend = "onnxruntime"
     if cfg.max_batch_size < 0:
         raise InvalidArgument(f"'max_batch_size' must be non-negative value for {model_name}")
-    if cfg.model_transaction_policy.decoupled and backend not in DECOUPLED_BACKENDS:
+    streaming = registry.decoupled_backends()
+    if cfg.model_transaction_policy.decoupled and backend not in streaming:
         raise InvalidArgument(f"model '{model_name}': the {backend} backend does not support the decoupled "
-                              f"transaction policy here (only {', '.join(DECOUPLED_BACKENDS)} models stream)")
+                              f"transaction policy here (only {', '.join(streaming)} models stream)")
     if not cfg.HasField("version_policy"):
         cfg.version_policy.latest.num_versions = 1
     elif cfg.version_policy.HasField("latest") and cfg.version_policy.latest.num_versions == 0:

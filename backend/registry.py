@@ -20,6 +20,7 @@ class BackendSpec:
     module: str                     # imported lazily
     default_filename: str | None    # Triton's default model file name ("" = none: ensembles)
     platforms: tuple = ()           # `platform:` values that select this backend
+    decoupled: bool = False         # its models may send any number of responses per request
 
 
 _BACKENDS: dict[str, BackendSpec] = {}
@@ -31,6 +32,10 @@ def register(spec: BackendSpec):
 
 def names() -> list:
     return sorted(_BACKENDS)
+
+
+def decoupled_backends() -> list:
+    return sorted(n for n, s in _BACKENDS.items() if s.decoupled)
 
 
 def backend_for_platform(platform: str) -> str:
@@ -65,7 +70,7 @@ def normalize(config, backend: str):
             group.kind = group.KIND_CPU
 
 
-register(BackendSpec("python", "backend.backends.python_backend", "model.py"))
+register(BackendSpec("python", "backend.backends.python_backend", "model.py", decoupled=True))
 register(BackendSpec("onnxruntime", "backend.backends.onnxruntime_backend", "model.onnx", ("onnxruntime_onnx",)))
 register(BackendSpec("ensemble", "backend.backends.ensemble", "", ("ensemble",)))
 register(BackendSpec("ais_bench", "backend.backends.ais_bench_backend", "model.om"))
