@@ -23,13 +23,13 @@ class EnsembleModel(Model):
         self.platform = "ensemble"
         self._infer = infer
         self.steps = list(config.ensemble_scheduling.step)
-        self._validate(resolve)
-        # Each step consumes an output of the step before it (hrnet_pose): no two can ever run at
-        # once, so the steps are awaited one after the other, without a task per step.
-        self._chain = all(set(self.steps[i].input_map.values()) & set(self.steps[i - 1].output_map.values())
-                          for i in range(1, len(self.steps)))
+        # A chain (hrnet_pose: each step needs the one before): no two steps can ever run at once,
+        # so they are awaited one after the other in that order, without a task per step.
+        self._chain = self._validate(resolve)
 
     def _validate(self, resolve):
+        """Check the steps against their models and each other; returns the steps' indices in
+        the order they can run when they form a chain (one step runnable at a time), else None."""
         name = self.name
         if not self.steps:
             raise InvalidArgument(f"ensemble '{name}' must have at least one step")
@@ -92,21 +92,25 @@ class EnsembleModel(Model):
         # schedule below must be able to run every step.
         ready = set(self.inputs)
         pending = list(range(len(self.steps)))
+        order, chain = [], True
         while pending:
             runnable = [i for i in pending if set(self.steps[i].input_map.values()) <= ready]
             if not runnable:
                 raise InvalidArgument(f"ensemble {name} has a cycle or unreachable steps: "
                                       f"{[self.steps[i].model_name for i in pending]}")
+            chain = chain and len(runnable) == 1
+            order += runnable
             for i in runnable:
                 pending.remove(i)
                 ready.update(self.steps[i].output_map.values())
+        return order if chain else None
 
     async def infer(self, request: InferRequest) -> InferResponse:
         tensors = dict(request.inputs)
         timing = Timing()
         if self._chain:
-            for idx, step in enumerate(self.steps):
-                await self._step(idx, step, request, tensors, timing)
+            for idx in self._chain:
+                await self._step(idx, self.steps[idx], request, tensors, timing)
         else:
             await self._graph(request, tensors, timing)
         wanted = request.requested_names(self.outputs)
