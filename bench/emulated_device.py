@@ -153,7 +153,7 @@ def main(argv=None) -> int:
                 note = f"{ips / cap:.3f} of the device cap {cap:.1f} img/s (goal >= 0.97)"
             else:
                 note = f"host side alone: {ips / used:.1f} img/s per core" + (
-                    "" if pin else f" (goal >= 110 img/s on 2 cores)")
+                    "" if pin else " (goal >= 110 img/s on 2 cores)")
             if not r["stable"]:
                 note += f", NOT STABLE at -s {r['stability']}"
             elif r["stability"] != 10:

@@ -34,8 +34,7 @@ from tritonclient.utils import InferenceServerException
 
 from backend import cli
 from client import coco, connection
-from client.connection import (EXIT_UNAVAILABLE, ServerUnavailable, exit_unavailable,
-                               random_weight_models, random_weights_banner)
+from client.connection import EXIT_UNAVAILABLE, open_or_exit, random_weight_models, random_weights_banner
 from client.endpoints import Endpoints
 from client.pose import DEFAULT_MODEL, infer_pose
 from client.visualize import draw_poses, side_by_side, write_png
@@ -227,14 +226,8 @@ def _main(argv: list[str] | None) -> int:
     if args.oracle:
         return run_oracle(args, dataset, image_ids)
 
-    try:
-        endpoints = Endpoints.connect(conn, args.model)
-        random_models = random_weight_models(endpoints.client(), args.model)
-    except ServerUnavailable as err:
-        exit_unavailable(err)
-    except InferenceServerException as err:
-        exit_unavailable(ServerUnavailable(
-            f"cannot read the config of '{args.model}' at {args.url}: {err.message()}"))
+    endpoints, random_models = open_or_exit(Endpoints.connect, conn, args.model,
+                                            lambda e: random_weight_models(e.client(), args.model), "the config")
     if random_models:
         print(random_weights_banner(random_models), file=sys.stderr)
 

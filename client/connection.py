@@ -202,6 +202,19 @@ def exit_unavailable(err: Exception) -> NoReturn:
     fail(str(err), EXIT_UNAVAILABLE)
 
 
+def open_or_exit(opener, conn: Connection, model: str, read, what: str):
+    """(opener(conn, model), read(that)) for a client's start (opener: connect or
+    Endpoints.connect), or exit 2 naming why: the server's unavailability or the failed read of
+    `what` ("the config")."""
+    try:
+        client = opener(conn, model)
+        return client, read(client)
+    except ServerUnavailable as err:
+        exit_unavailable(err)
+    except InferenceServerException as err:
+        exit_unavailable(ServerUnavailable(f"cannot read {what} of '{model}' at {conn.url}: {err.message()}"))
+
+
 def pipeline_configs(client: grpcclient.InferenceServerClient, model: str) -> dict:
     """Model config protos of `model` and, for an ensemble, of every step (recursively), by name."""
     configs: dict = {}

@@ -45,8 +45,7 @@ from tritonclient.utils import shared_memory as shm
 
 from backend import cli
 from client import connection, server_stats
-from client.connection import (EXIT_UNAVAILABLE, Connection, ServerUnavailable, connect,
-                               exit_unavailable, lost_server)
+from client.connection import EXIT_UNAVAILABLE, Connection, connect, open_or_exit, lost_server
 from client.perf_inputs import TensorSpec, load_samples, parse_shape_args, tensor_specs
 from client.perf_inputs import to_perf_analyzer_json
 
@@ -559,15 +558,10 @@ def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     conn = connection.from_args(args)
     mode = "async" if args.async_mode else "streaming" if args.streaming else "sync"
-    try:
-        client = connect(conn, args.model)
-        metadata = client.get_model_metadata(args.model, as_json=True)
-        config = client.get_model_config(args.model, as_json=True)["config"]
-    except ServerUnavailable as err:
-        exit_unavailable(err)
-    except InferenceServerException as err:
-        exit_unavailable(ServerUnavailable(
-            f"cannot read metadata/config of '{args.model}' at {args.url}: {err.message()}"))
+    client, (metadata, config) = open_or_exit(
+        connect, conn, args.model, lambda c: (c.get_model_metadata(args.model, as_json=True),
+                                              c.get_model_config(args.model, as_json=True)["config"]),
+        "metadata/config")
     try:
         inputs = tensor_specs(metadata, config, args.shapes, "inputs")
         outputs = tensor_specs(metadata, config, {}, "outputs")

@@ -21,8 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from backend import cli
 from client import connection
-from client.connection import (ServerUnavailable, connect, exit_unavailable, random_weight_models,
-                               random_weights_banner)
+from client.connection import connect, open_or_exit, random_weight_models, random_weights_banner
 from client.pose import DEFAULT_MODEL, infer_pose
 
 # COCO skeleton, 0-based joint indices (the annotation file's `skeleton` minus one).
@@ -134,14 +133,8 @@ def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     conn = connection.from_args(args)
     data, image = read_image(args.image)
-    try:
-        client = connect(conn, args.model)
-        random_models = random_weight_models(client, args.model)
-    except ServerUnavailable as err:
-        exit_unavailable(err)
-    except InferenceServerException as err:
-        exit_unavailable(ServerUnavailable(
-            f"cannot read the config of '{args.model}' at {conn.url}: {err.message()}"))
+    client, random_models = open_or_exit(connect, conn, args.model,
+                                         lambda c: random_weight_models(c, args.model), "the config")
     try:
         keypoints, scores = infer_pose(client, args.model, data)
     except InferenceServerException as err:
