@@ -1,7 +1,5 @@
 # No config.pbtxt: the server finds the backend from this file (python), the name from the
 # folder, and the rest from auto_complete_config: OUTPUT0 = 2 * INPUT0, batching up to 8.
-import numpy as np
-
 import triton_python_backend_utils as pb_utils
 
 
